@@ -1,0 +1,205 @@
+//! The validated, lookup-ready form of a configuration. Decisions read a `Snapshot` through an
+//! `ArcSwap` without taking any lock; a change builds a new snapshot and swaps it in.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::document::{
+    weight_problem, ConfigDocument, ConfigProblem, GlobalSettings, LimitSpec, TenantDocument,
+};
+use crate::limit::{validate_id, Limit, LimitSource};
+
+type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
+/// One tenant's limits, ready for lookup.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TenantLimits {
+    pub weight: u32,
+    pub actions: Map<Limit>,
+    /// client id → action → limit.
+    pub clients: Map<Map<Limit>>,
+}
+
+impl TenantLimits {
+    /// True when the tenant carries nothing beyond defaults and can be forgotten.
+    pub fn is_default(&self) -> bool {
+        self.weight == 1 && self.actions.is_empty() && self.clients.is_empty()
+    }
+}
+
+/// An immutable, validated configuration.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub version: u64,
+    pub global: GlobalSettings,
+    /// Tenants are behind `Arc` so a change to one tenant copies pointers, not every tenant's maps.
+    pub tenants: Map<Arc<TenantLimits>>,
+}
+
+impl Snapshot {
+    /// The limit for a decision: client-specific, else the tenant's action limit, else the one in
+    /// the request, else none.
+    #[inline]
+    pub fn resolve(
+        &self,
+        tenant: &str,
+        client: &str,
+        action: &str,
+        requested: Option<Limit>,
+    ) -> Option<(Limit, LimitSource)> {
+        if let Some(t) = self.tenants.get(tenant) {
+            if let Some(l) = t.clients.get(client).and_then(|c| c.get(action)) {
+                return Some((*l, LimitSource::Client));
+            }
+            if let Some(l) = t.actions.get(action) {
+                return Some((*l, LimitSource::Action));
+            }
+        }
+        requested.map(|l| (l, LimitSource::Request))
+    }
+
+    /// Fair-share weight of a tenant (1 unless configured).
+    #[inline]
+    pub fn weight(&self, tenant: &str) -> u32 {
+        self.tenants.get(tenant).map_or(1, |t| t.weight)
+    }
+
+    /// Validates a document and builds a snapshot, or lists every problem found.
+    pub fn from_document(doc: &ConfigDocument) -> Result<Self, Vec<ConfigProblem>> {
+        let mut problems = doc.global.problems("global.");
+        let mut tenants = Map::default();
+        for (tid, tdoc) in &doc.tenants {
+            let base = format!("tenants.{tid}");
+            if let Err(e) = validate_id("tenant_id", tid) {
+                problems.push(ConfigProblem {
+                    path: base.clone(),
+                    message: e.0,
+                });
+            }
+            if let Some(m) = weight_problem(tdoc.weight) {
+                problems.push(ConfigProblem {
+                    path: format!("{base}.weight"),
+                    message: m,
+                });
+            }
+            let mut t = TenantLimits {
+                weight: tdoc.weight,
+                ..Default::default()
+            };
+            for (aid, spec) in &tdoc.actions {
+                let path = format!("{base}.actions.{aid}");
+                if let Some(l) = check_limit(&path, "action_type", aid, spec, &mut problems) {
+                    t.actions.insert(aid.clone(), l);
+                }
+            }
+            for (cid, actions) in &tdoc.clients {
+                let cpath = format!("{base}.clients.{cid}");
+                if let Err(e) = validate_id("client_id", cid) {
+                    problems.push(ConfigProblem {
+                        path: cpath.clone(),
+                        message: e.0,
+                    });
+                }
+                let mut m = Map::default();
+                for (aid, spec) in actions {
+                    let path = format!("{cpath}.{aid}");
+                    if let Some(l) = check_limit(&path, "action_type", aid, spec, &mut problems) {
+                        m.insert(aid.clone(), l);
+                    }
+                }
+                if !m.is_empty() {
+                    t.clients.insert(cid.clone(), m);
+                }
+            }
+            if !t.is_default() {
+                tenants.insert(tid.clone(), Arc::new(t));
+            }
+        }
+        if problems.is_empty() {
+            Ok(Self {
+                version: doc.version,
+                global: doc.global,
+                tenants,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The document form, with keys sorted so files and responses are stable.
+    pub fn to_document(&self) -> ConfigDocument {
+        let spec = |l: &Limit| LimitSpec {
+            max_requests: l.max_requests,
+            window_duration_seconds: l.window_seconds(),
+        };
+        let tenants = self
+            .tenants
+            .iter()
+            .map(|(tid, t)| (tid.clone(), tenant_document(t, spec)))
+            .collect();
+        ConfigDocument {
+            version: self.version,
+            global: self.global,
+            tenants,
+        }
+    }
+
+    /// One tenant's document; defaults when the tenant has no configuration.
+    pub fn tenant_document(&self, tenant: &str) -> TenantDocument {
+        let spec = |l: &Limit| LimitSpec {
+            max_requests: l.max_requests,
+            window_duration_seconds: l.window_seconds(),
+        };
+        self.tenants
+            .get(tenant)
+            .map(|t| tenant_document(t, spec))
+            .unwrap_or_default()
+    }
+}
+
+fn tenant_document(t: &TenantLimits, spec: impl Fn(&Limit) -> LimitSpec) -> TenantDocument {
+    TenantDocument {
+        weight: t.weight,
+        actions: t
+            .actions
+            .iter()
+            .map(|(a, l)| (a.clone(), spec(l)))
+            .collect(),
+        clients: t
+            .clients
+            .iter()
+            .map(|(c, m)| {
+                (
+                    c.clone(),
+                    m.iter().map(|(a, l)| (a.clone(), spec(l))).collect(),
+                )
+            })
+            .collect(),
+    }
+}
+
+fn check_limit(
+    path: &str,
+    id_field: &str,
+    id: &str,
+    spec: &LimitSpec,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<Limit> {
+    if let Err(e) = validate_id(id_field, id) {
+        problems.push(ConfigProblem {
+            path: path.to_string(),
+            message: e.0,
+        });
+        return None;
+    }
+    match Limit::new(spec.max_requests, spec.window_duration_seconds) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            problems.push(ConfigProblem {
+                path: path.to_string(),
+                message: e.0,
+            });
+            None
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! tollgate-core: the rate-limiting engine behind the `tollgate` service. No HTTP lives here.
+//!
+//! - [`clock`] — time sources (system, manual for tests, skewed).
+//! - [`limit`] — limits, ids, costs, the injective key, and their validation.
+//! - [`window`] — the exact sliding-window log of one key.
+//! - [`store`] — the `Store` trait (one atomic check-and-consume) and the in-memory store.
+//! - [`config`] — the ConfigurationManager: limit hierarchy, weights, global settings, persistence.
+//! - [`load`] — the TenantLoadManager: bounded concurrency with fair per-tenant queues.
+//! - [`limiter`] — the orchestrator tying them together.
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod config;
+pub mod limit;
+pub mod limiter;
+pub mod load;
+pub mod store;
+pub mod window;
+
+pub use limit::{Limit, LimitSource, RateKey};
+pub use limiter::{Decision, DecisionRequest, LimitError, Limiter, Outcome, StoreErrorPolicy};

@@ -1,0 +1,197 @@
+//! The values a decision is made from — a limit, a cost, the (tenant, client, action) identity — and
+//! their validation. Everything that crosses the API boundary is checked here, once, so the engine
+//! below can trust its inputs.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Micros;
+
+/// Largest `max_requests` accepted.
+pub const MAX_REQUESTS_CEILING: u64 = 1_000_000_000;
+/// Longest window accepted: one year.
+pub const MAX_WINDOW_SECONDS: f64 = 31_536_000.0;
+/// Longest id accepted, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// Why a value was refused. The message tells the caller what to send instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidArgument(pub String);
+
+fn invalid(msg: impl Into<String>) -> InvalidArgument {
+    InvalidArgument(msg.into())
+}
+
+/// A rate limit: at most `max_requests` (summed cost) in any sliding window of `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Limit {
+    pub max_requests: u64,
+    /// Window length in microseconds; always a whole number of milliseconds.
+    pub window_micros: Micros,
+}
+
+impl Limit {
+    /// Builds a limit from API values, refusing anything outside the documented ranges.
+    pub fn new(max_requests: u64, window_seconds: f64) -> Result<Self, InvalidArgument> {
+        if !(1..=MAX_REQUESTS_CEILING).contains(&max_requests) {
+            return Err(invalid(format!(
+                "max_requests must be an integer from 1 to {MAX_REQUESTS_CEILING}, got {max_requests}"
+            )));
+        }
+        Ok(Self {
+            max_requests,
+            window_micros: window_micros(window_seconds)?,
+        })
+    }
+
+    /// The window in seconds as the API reports it (millisecond resolution).
+    pub fn window_seconds(&self) -> f64 {
+        (self.window_micros / 1000) as f64 / 1000.0
+    }
+}
+
+/// Converts an API window in seconds to microseconds, insisting on millisecond resolution.
+pub fn window_micros(seconds: f64) -> Result<Micros, InvalidArgument> {
+    if !seconds.is_finite() || seconds <= 0.0 || seconds > MAX_WINDOW_SECONDS {
+        return Err(invalid(format!(
+            "window_duration_seconds must be a number greater than 0 and at most {MAX_WINDOW_SECONDS}, got {seconds}"
+        )));
+    }
+    let millis = (seconds * 1000.0).round();
+    // Anything finer than a millisecond would be silently rounded; say so instead.
+    if millis < 1.0 || (seconds * 1000.0 - millis).abs() > 1e-6 * millis.max(1.0) {
+        return Err(invalid(format!(
+            "window_duration_seconds has millisecond resolution (e.g. 0.25); {seconds} is finer than that"
+        )));
+    }
+    Ok(millis as Micros * 1000)
+}
+
+/// Checks one id (tenant, client or action): 1–256 bytes of UTF-8 with no control characters.
+pub fn validate_id(field: &str, value: &str) -> Result<(), InvalidArgument> {
+    if value.is_empty() || value.len() > MAX_ID_BYTES {
+        return Err(invalid(format!(
+            "{field} must be 1 to {MAX_ID_BYTES} bytes long, got {} bytes",
+            value.len()
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a request's cost against the limit it will be charged to.
+pub fn validate_cost(cost: u64, limit: &Limit) -> Result<(), InvalidArgument> {
+    if cost == 0 || cost > limit.max_requests {
+        return Err(invalid(format!(
+            "cost must be an integer from 1 to max_requests ({}), got {cost}",
+            limit.max_requests
+        )));
+    }
+    Ok(())
+}
+
+/// Which level of the hierarchy supplied the limit used for a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitSource {
+    /// A client-specific limit for this tenant and action.
+    Client,
+    /// The tenant's limit for this action.
+    Action,
+    /// The limit sent with the request itself.
+    Request,
+}
+
+/// The identity a log is kept for. Owned strings are avoided on the hot path: this borrows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateKey<'a> {
+    pub tenant: &'a str,
+    pub client: &'a str,
+    pub action: &'a str,
+}
+
+impl<'a> RateKey<'a> {
+    pub fn new(tenant: &'a str, client: &'a str, action: &'a str) -> Self {
+        Self {
+            tenant,
+            client,
+            action,
+        }
+    }
+
+    /// Validates all three ids.
+    pub fn validate(&self) -> Result<(), InvalidArgument> {
+        validate_id("tenant_id", self.tenant)?;
+        validate_id("client_id", self.client)?;
+        validate_id("action_type", self.action)
+    }
+
+    /// An injective byte encoding: each of the first two ids is prefixed by its length, so tenant
+    /// `a:b` + client `c` and tenant `a` + client `b:c` can never produce the same bytes.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{}:", self.tenant.len());
+        out.extend_from_slice(self.tenant.as_bytes());
+        let _ = write!(out, "{}:", self.client.len());
+        out.extend_from_slice(self.client.as_bytes());
+        out.extend_from_slice(self.action.as_bytes());
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v =
+            Vec::with_capacity(self.tenant.len() + self.client.len() + self.action.len() + 8);
+        self.encode_into(&mut v);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_resolution() {
+        assert_eq!(window_micros(0.25), Ok(250_000));
+        assert_eq!(window_micros(60.0), Ok(60_000_000));
+        assert_eq!(window_micros(0.001), Ok(1_000));
+        assert!(window_micros(0.0005).is_err());
+        assert!(window_micros(1.0005).is_err());
+        assert!(window_micros(0.0).is_err());
+        assert!(window_micros(-1.0).is_err());
+        assert!(window_micros(f64::NAN).is_err());
+        assert!(window_micros(31_536_000.001).is_err());
+        assert_eq!(window_micros(31_536_000.0), Ok(31_536_000_000_000));
+    }
+
+    #[test]
+    fn limit_ranges() {
+        assert!(Limit::new(0, 1.0).is_err());
+        assert!(Limit::new(1_000_000_001, 1.0).is_err());
+        assert!(Limit::new(1_000_000_000, 3600.0).is_ok());
+    }
+
+    #[test]
+    fn ids() {
+        assert!(validate_id("tenant_id", "").is_err());
+        assert!(validate_id("tenant_id", &"x".repeat(257)).is_err());
+        assert!(validate_id("tenant_id", &"x".repeat(256)).is_ok());
+        assert!(validate_id("tenant_id", "a\nb").is_err());
+        assert!(validate_id("tenant_id", "a\u{7f}b").is_err());
+        assert!(validate_id("tenant_id", "org:ä/1 x").is_ok());
+    }
+
+    #[test]
+    fn key_encoding_is_injective_across_separators() {
+        let a = RateKey::new("a:b", "c", "x").encode();
+        let b = RateKey::new("a", "b:c", "x").encode();
+        assert_ne!(a, b);
+        let c = RateKey::new("1:a", "b", "x").encode();
+        let d = RateKey::new("1", "a1:b", "x").encode();
+        assert_ne!(c, d);
+    }
+}

@@ -1,0 +1,176 @@
+//! The DistributedRateLimiter: validates a request, resolves its limit from the configuration,
+//! waits for admission from the load manager, and asks the store for the decision.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Change, ConfigError, ConfigManager, Snapshot};
+use crate::limit::{validate_cost, InvalidArgument, Limit, LimitSource, RateKey};
+use crate::load::{LoadManager, Shed};
+use crate::store::{Store, StoreError};
+use crate::window::Verdict;
+
+/// What to answer when the store cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoreErrorPolicy {
+    /// Fail open: allow the request and say so (`status: fail_open`).
+    #[default]
+    Allow,
+    /// Fail closed: answer `store_unavailable`.
+    Deny,
+}
+
+/// One decision request, borrowed from the caller's parsed input.
+#[derive(Debug, Clone, Copy)]
+pub struct DecisionRequest<'a> {
+    pub key: RateKey<'a>,
+    /// The limit the caller sent, used when no configured limit applies.
+    pub requested: Option<Limit>,
+    pub cost: u64,
+}
+
+/// How a decision was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The store decided; see `verdict.allowed`.
+    Decided(Verdict),
+    /// The store was unreachable and policy is `allow`: admitted without counting.
+    FailOpen { now: crate::clock::Micros },
+}
+
+/// A decision and what it was made under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    pub limit: Limit,
+    pub source: LimitSource,
+    /// Time spent queued in the load manager.
+    pub waited: Duration,
+}
+
+impl Decision {
+    pub fn allowed(&self) -> bool {
+        match self.outcome {
+            Outcome::Decided(v) => v.allowed,
+            Outcome::FailOpen { .. } => true,
+        }
+    }
+}
+
+/// Why no decision was made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("{0}")]
+    Invalid(#[from] InvalidArgument),
+    #[error("no limit is configured for this tenant, client and action, and the request gave none; send max_requests and window_duration_seconds or configure a limit")]
+    NoLimit,
+    #[error("{0}")]
+    Shed(#[from] Shed),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// The orchestrator; cheap to share behind an `Arc`.
+pub struct Limiter {
+    config: Arc<ConfigManager>,
+    store: Arc<dyn Store>,
+    load: LoadManager,
+    policy: StoreErrorPolicy,
+}
+
+impl Limiter {
+    pub fn new(
+        config: Arc<ConfigManager>,
+        store: Arc<dyn Store>,
+        policy: StoreErrorPolicy,
+    ) -> Self {
+        let load = LoadManager::new(&config.snapshot().global);
+        Self {
+            config,
+            store,
+            load,
+            policy,
+        }
+    }
+
+    pub fn config(&self) -> &ConfigManager {
+        &self.config
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+
+    pub fn load(&self) -> &LoadManager {
+        &self.load
+    }
+
+    /// Resolves the limit for `key` and checks the ids; no I/O.
+    fn resolve(
+        &self,
+        key: RateKey<'_>,
+        requested: Option<Limit>,
+    ) -> Result<(Limit, LimitSource, u32), LimitError> {
+        key.validate()?;
+        let snap = self.config.snapshot();
+        let (limit, source) = snap
+            .resolve(key.tenant, key.client, key.action, requested)
+            .ok_or(LimitError::NoLimit)?;
+        Ok((limit, source, snap.weight(key.tenant)))
+    }
+
+    /// The decision path: validate, resolve, admit, decide.
+    pub async fn check_and_consume(
+        &self,
+        req: DecisionRequest<'_>,
+    ) -> Result<Decision, LimitError> {
+        let (limit, source, weight) = self.resolve(req.key, req.requested)?;
+        validate_cost(req.cost, &limit)?;
+        let permit = self.load.acquire(req.key.tenant, weight).await?;
+        let result = self.store.check_and_consume(req.key, limit, req.cost).await;
+        let waited = permit.waited;
+        drop(permit);
+        let outcome = match result {
+            Ok(v) => Outcome::Decided(v),
+            Err(e) if e.is_transient() && self.policy == StoreErrorPolicy::Allow => {
+                Outcome::FailOpen {
+                    now: crate::clock::Clock::now_micros(&crate::clock::SystemClock),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Decision {
+            outcome,
+            limit,
+            source,
+            waited,
+        })
+    }
+
+    /// Usage of a key under its effective limit, consuming nothing.
+    pub async fn status(
+        &self,
+        key: RateKey<'_>,
+        requested: Option<Limit>,
+    ) -> Result<(Verdict, Limit, LimitSource), LimitError> {
+        let (limit, source, _) = self.resolve(key, requested)?;
+        let v = self.store.status(key, limit).await?;
+        Ok((v, limit, source))
+    }
+
+    /// Applies a configuration change and puts new global settings into effect at once.
+    pub async fn update_config(&self, change: Change) -> Result<Arc<Snapshot>, ConfigError> {
+        let snap = self.config.apply(change).await?;
+        self.load.configure(&snap.global);
+        Ok(snap)
+    }
+
+    /// Adopts a newer configuration written by another instance, if any.
+    pub async fn refresh_config(&self) -> Result<bool, ConfigError> {
+        let changed = self.config.refresh().await?;
+        if changed {
+            self.load.configure(&self.config.snapshot().global);
+        }
+        Ok(changed)
+    }
+}

@@ -1,0 +1,250 @@
+//! The in-process store: logs in a sharded hash table behind short std-style mutexes.
+//!
+//! Why mutexes rather than a lock-free map: a decision mutates a log (evict + append) and must be
+//! atomic with its check, and a critical section is a few dozen nanoseconds. Sharding by key hash
+//! keeps unrelated keys off each other's locks. The hash is computed once and used both to pick the
+//! shard and to probe the shard's table (`hashbrown::HashTable`), so a lookup hashes the key once.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hashbrown::HashTable;
+use parking_lot::Mutex;
+
+use super::{Store, StoreError};
+use crate::clock::{Clock, SystemClock};
+use crate::limit::{Limit, RateKey};
+use crate::window::{Verdict, WindowLog};
+
+/// Default cap on tracked keys: ~1 GB at the measured per-key cost.
+pub const DEFAULT_MAX_KEYS: usize = 5_000_000;
+const SHARDS: usize = 128;
+
+type Shard = Mutex<HashTable<(Box<[u8]>, WindowLog)>>;
+
+/// Cheap-to-clone handle to an in-memory store.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: Box<[Shard]>,
+    hasher: foldhash::fast::FixedState,
+    /// Keys tracked across all shards, checked against `max_keys` before inserting.
+    keys: AtomicUsize,
+    max_keys: usize,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new(Arc::new(SystemClock), DEFAULT_MAX_KEYS)
+    }
+}
+
+impl MemoryStore {
+    pub fn new(clock: Arc<dyn Clock>, max_keys: usize) -> Self {
+        let shards = (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect();
+        Self {
+            inner: Arc::new(Inner {
+                shards,
+                hasher: foldhash::fast::FixedState::with_seed(0x746f_6c6c_6761_7465),
+                keys: AtomicUsize::new(0),
+                max_keys,
+                clock,
+            }),
+        }
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        let mut h = self.inner.hasher.build_hasher();
+        h.write(key);
+        h.finish()
+    }
+
+    fn shard(&self, hash: u64) -> &Shard {
+        // Top bits pick the shard; hashbrown uses the low bits and the top 7 for its tags, which
+        // correlate, but 128 shards only need 7 bits and tags tolerate it.
+        &self.inner.shards[(hash >> 57) as usize % SHARDS]
+    }
+
+    /// The decision, synchronously: what `Store::check_and_consume` does without the async wrapper.
+    pub fn check_and_consume_sync(
+        &self,
+        key: RateKey<'_>,
+        limit: Limit,
+        cost: u64,
+    ) -> Result<Verdict, StoreError> {
+        let now = self.inner.clock.now_micros();
+        let encoded = key.encode();
+        let hash = self.hash(&encoded);
+        let mut table = self.shard(hash).lock();
+        if let Some((_, log)) = table.find_mut(hash, |(k, _)| **k == *encoded) {
+            return Ok(log.check_and_consume(now, limit, cost));
+        }
+        self.reserve_key()?;
+        let mut log = WindowLog::new();
+        let verdict = log.check_and_consume(now, limit, cost);
+        let hasher = &self.inner.hasher;
+        table.insert_unique(hash, (encoded.into_boxed_slice(), log), |(k, _)| {
+            let mut h = hasher.build_hasher();
+            h.write(k);
+            h.finish()
+        });
+        Ok(verdict)
+    }
+
+    /// Usage without consuming, synchronously. Never creates a key.
+    pub fn status_sync(&self, key: RateKey<'_>, limit: Limit) -> Verdict {
+        let now = self.inner.clock.now_micros();
+        let encoded = key.encode();
+        let hash = self.hash(&encoded);
+        let mut table = self.shard(hash).lock();
+        match table.find_mut(hash, |(k, _)| **k == *encoded) {
+            Some((_, log)) => log.status(now, limit),
+            None => WindowLog::new().status(now, limit),
+        }
+    }
+
+    fn reserve_key(&self) -> Result<(), StoreError> {
+        let max = self.inner.max_keys;
+        let prev = self.inner.keys.fetch_add(1, Ordering::Relaxed);
+        if prev >= max {
+            self.inner.keys.fetch_sub(1, Ordering::Relaxed);
+            return Err(StoreError::KeyBudgetExhausted { max });
+        }
+        Ok(())
+    }
+
+    /// Drops every key whose log has emptied; returns how many were dropped. Locks one shard at a
+    /// time so decisions on other shards proceed meanwhile.
+    pub fn sweep(&self) -> usize {
+        let now = self.inner.clock.now_micros();
+        let mut dropped = 0;
+        for shard in self.inner.shards.iter() {
+            let mut table = shard.lock();
+            let before = table.len();
+            table.retain(|(_, log)| !log.expire(now));
+            let gone = before - table.len();
+            let len = table.len();
+            if table.capacity() > 64 && len * 4 < table.capacity() {
+                table.shrink_to(len * 2, |(k, _)| {
+                    let mut h = self.inner.hasher.build_hasher();
+                    h.write(k);
+                    h.finish()
+                });
+            }
+            drop(table);
+            dropped += gone;
+        }
+        self.inner.keys.fetch_sub(dropped, Ordering::Relaxed);
+        dropped
+    }
+
+    /// Number of keys currently tracked.
+    pub fn key_count(&self) -> usize {
+        self.inner.keys.load(Ordering::Relaxed)
+    }
+
+    /// Runs `sweep` every `every` on the current tokio runtime until the returned guard is dropped.
+    pub fn spawn_sweeper(&self, every: Duration) -> SweeperGuard {
+        let store = self.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let s = store.clone();
+                // The sweep walks every shard; keep it off the async workers.
+                let dropped = tokio::task::spawn_blocking(move || s.sweep())
+                    .await
+                    .unwrap_or(0);
+                if dropped > 0 {
+                    tracing::debug!(dropped, "swept idle keys");
+                }
+            }
+        });
+        SweeperGuard(task)
+    }
+}
+
+/// Stops the background sweep when dropped.
+pub struct SweeperGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for SweeperGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn check_and_consume(
+        &self,
+        key: RateKey<'_>,
+        limit: Limit,
+        cost: u64,
+    ) -> Result<Verdict, StoreError> {
+        self.check_and_consume_sync(key, limit, cost)
+    }
+
+    async fn status(&self, key: RateKey<'_>, limit: Limit) -> Result<Verdict, StoreError> {
+        Ok(self.status_sync(key, limit))
+    }
+
+    fn tracked_keys(&self) -> Option<u64> {
+        Some(self.key_count() as u64)
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[test]
+    fn key_budget_and_sweep() {
+        let clock = ManualClock::new(1_000_000);
+        let store = MemoryStore::new(Arc::new(clock.clone()), 2);
+        let l = Limit::new(5, 1.0).unwrap();
+        store
+            .check_and_consume_sync(RateKey::new("t", "a", "x"), l, 1)
+            .unwrap();
+        store
+            .check_and_consume_sync(RateKey::new("t", "b", "x"), l, 1)
+            .unwrap();
+        // Existing keys still work at the cap; a new one is refused.
+        store
+            .check_and_consume_sync(RateKey::new("t", "a", "x"), l, 1)
+            .unwrap();
+        assert_eq!(
+            store.check_and_consume_sync(RateKey::new("t", "c", "x"), l, 1),
+            Err(StoreError::KeyBudgetExhausted { max: 2 })
+        );
+        assert_eq!(store.key_count(), 2);
+        clock.advance(999_999);
+        assert_eq!(store.sweep(), 0);
+        clock.advance(1);
+        assert_eq!(store.sweep(), 2);
+        assert_eq!(store.key_count(), 0);
+        assert!(store
+            .check_and_consume_sync(RateKey::new("t", "c", "x"), l, 1)
+            .is_ok());
+    }
+
+    #[test]
+    fn status_does_not_create_keys() {
+        let store = MemoryStore::new(Arc::new(ManualClock::new(5)), 10);
+        let v = store.status_sync(RateKey::new("t", "c", "a"), Limit::new(3, 1.0).unwrap());
+        assert_eq!(v.used, 0);
+        assert_eq!(store.key_count(), 0);
+    }
+}

@@ -1,0 +1,224 @@
+//! `/api/config*`: read and change limits, weights and global settings at runtime.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use tollgate_core::config::{Change, GlobalSettings, DEFAULT_QUEUE_TIMEOUT_MS};
+use tollgate_core::limit::validate_id;
+use tollgate_core::Limit;
+
+use crate::error::ApiError;
+use crate::extract::{Json, Path};
+use crate::state::AppState;
+
+fn id(field: &str, value: &str) -> Result<(), ApiError> {
+    validate_id(field, value).map_err(|e| ApiError::InvalidArgument(e.0))
+}
+
+pub async fn get_all(State(state): State<AppState>) -> Response {
+    axum::Json(state.limiter().config().snapshot().to_document()).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalBody {
+    max_global_concurrent_requests: u32,
+    max_tenant_queue_size: u32,
+    #[serde(default)]
+    queue_timeout_ms: Option<u64>,
+}
+
+pub async fn put_global(
+    State(state): State<AppState>,
+    Json(body): Json<GlobalBody>,
+) -> Result<Response, ApiError> {
+    let current = state.limiter().config().snapshot().global;
+    let settings = GlobalSettings {
+        max_global_concurrent_requests: body.max_global_concurrent_requests,
+        max_tenant_queue_size: body.max_tenant_queue_size,
+        // Omitted means "keep what is set"; the default applies only to a fresh configuration.
+        queue_timeout_ms: body
+            .queue_timeout_ms
+            .unwrap_or(if current.queue_timeout_ms == 0 {
+                DEFAULT_QUEUE_TIMEOUT_MS
+            } else {
+                current.queue_timeout_ms
+            }),
+    };
+    let snap = state
+        .limiter()
+        .update_config(Change::Global(settings))
+        .await?;
+    Ok(axum::Json(json!({
+        "status": "updated",
+        "global": snap.global,
+        "version": snap.version,
+    }))
+    .into_response())
+}
+
+pub async fn get_tenant(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    id("tenant_id", &tenant)?;
+    let snap = state.limiter().config().snapshot();
+    let doc = snap.tenant_document(&tenant);
+    Ok(axum::Json(json!({
+        "tenant_id": tenant,
+        "weight": doc.weight,
+        "actions": doc.actions,
+        "clients": doc.clients,
+        "version": snap.version,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitBody {
+    max_requests: u64,
+    window_duration_seconds: f64,
+}
+
+impl LimitBody {
+    fn limit(&self) -> Result<Limit, ApiError> {
+        Limit::new(self.max_requests, self.window_duration_seconds)
+            .map_err(|e| ApiError::InvalidArgument(e.0))
+    }
+}
+
+fn limit_json(l: &Limit) -> serde_json::Value {
+    json!({"max_requests": l.max_requests, "window_duration_seconds": l.window_seconds()})
+}
+
+pub async fn put_action(
+    State(state): State<AppState>,
+    Path((tenant, action)): Path<(String, String)>,
+    Json(body): Json<LimitBody>,
+) -> Result<Response, ApiError> {
+    id("tenant_id", &tenant)?;
+    id("action_type", &action)?;
+    let limit = body.limit()?;
+    let snap = state
+        .limiter()
+        .update_config(Change::SetAction {
+            tenant: tenant.clone(),
+            action: action.clone(),
+            limit,
+        })
+        .await?;
+    Ok(axum::Json(json!({
+        "status": "updated",
+        "tenant_id": tenant,
+        "action_type": action,
+        "limit": limit_json(&limit),
+        "version": snap.version,
+    }))
+    .into_response())
+}
+
+pub async fn delete_action(
+    State(state): State<AppState>,
+    Path((tenant, action)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    id("tenant_id", &tenant)?;
+    id("action_type", &action)?;
+    let snap = state
+        .limiter()
+        .update_config(Change::DeleteAction {
+            tenant: tenant.clone(),
+            action: action.clone(),
+        })
+        .await?;
+    Ok(axum::Json(json!({
+        "status": "deleted",
+        "tenant_id": tenant,
+        "action_type": action,
+        "version": snap.version,
+    }))
+    .into_response())
+}
+
+pub async fn put_client(
+    State(state): State<AppState>,
+    Path((tenant, client, action)): Path<(String, String, String)>,
+    Json(body): Json<LimitBody>,
+) -> Result<Response, ApiError> {
+    id("tenant_id", &tenant)?;
+    id("client_id", &client)?;
+    id("action_type", &action)?;
+    let limit = body.limit()?;
+    let snap = state
+        .limiter()
+        .update_config(Change::SetClient {
+            tenant: tenant.clone(),
+            client: client.clone(),
+            action: action.clone(),
+            limit,
+        })
+        .await?;
+    Ok(axum::Json(json!({
+        "status": "updated",
+        "tenant_id": tenant,
+        "client_id": client,
+        "action_type": action,
+        "limit": limit_json(&limit),
+        "version": snap.version,
+    }))
+    .into_response())
+}
+
+pub async fn delete_client(
+    State(state): State<AppState>,
+    Path((tenant, client, action)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    id("tenant_id", &tenant)?;
+    id("client_id", &client)?;
+    id("action_type", &action)?;
+    let snap = state
+        .limiter()
+        .update_config(Change::DeleteClient {
+            tenant: tenant.clone(),
+            client: client.clone(),
+            action: action.clone(),
+        })
+        .await?;
+    Ok(axum::Json(json!({
+        "status": "deleted",
+        "tenant_id": tenant,
+        "client_id": client,
+        "action_type": action,
+        "version": snap.version,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightBody {
+    weight: u32,
+}
+
+pub async fn put_weight(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    Json(body): Json<WeightBody>,
+) -> Result<Response, ApiError> {
+    id("tenant_id", &tenant)?;
+    let snap = state
+        .limiter()
+        .update_config(Change::Weight {
+            tenant: tenant.clone(),
+            weight: body.weight,
+        })
+        .await?;
+    Ok(axum::Json(json!({
+        "status": "updated",
+        "tenant_id": tenant,
+        "weight": body.weight,
+        "version": snap.version,
+    }))
+    .into_response())
+}

@@ -1,0 +1,211 @@
+//! `POST /api/check_and_consume` and `GET /api/status/{tenant}/{client}/{action}`.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tollgate_core::clock::Micros;
+use tollgate_core::window::Verdict;
+use tollgate_core::{DecisionRequest, Limit, LimitSource, Outcome, RateKey};
+
+use crate::error::ApiError;
+use crate::extract::{Json, Path, Query};
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+pub struct CheckBody {
+    tenant_id: String,
+    client_id: String,
+    action_type: String,
+    #[serde(default)]
+    max_requests: Option<u64>,
+    #[serde(default)]
+    window_duration_seconds: Option<f64>,
+    #[serde(default)]
+    cost: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub struct LimitView {
+    pub max_requests: u64,
+    pub window_duration_seconds: f64,
+    pub source: LimitSource,
+}
+
+impl LimitView {
+    fn new(limit: Limit, source: LimitSource) -> Self {
+        Self {
+            max_requests: limit.max_requests,
+            window_duration_seconds: limit.window_seconds(),
+            source,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct DecisionBody {
+    allowed: bool,
+    remaining_requests: u64,
+    reset_time_seconds: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_seconds: Option<f64>,
+    status: &'static str,
+    limit: LimitView,
+    /// Milliseconds spent waiting in the tenant's queue before the decision.
+    queue_wait_ms: f64,
+}
+
+/// The request's own limit, if it sent one. Both fields or neither.
+pub fn requested_limit(
+    max_requests: Option<u64>,
+    window: Option<f64>,
+) -> Result<Option<Limit>, ApiError> {
+    match (max_requests, window) {
+        (None, None) => Ok(None),
+        (Some(m), Some(w)) => Limit::new(m, w)
+            .map(Some)
+            .map_err(|e| ApiError::InvalidArgument(e.0)),
+        _ => Err(ApiError::InvalidArgument(
+            "max_requests and window_duration_seconds go together: send both or neither".into(),
+        )),
+    }
+}
+
+fn unix_seconds_ceil(t: Micros) -> u64 {
+    t.div_ceil(1_000_000)
+}
+
+fn seconds_ceil(delta: Micros) -> u64 {
+    delta.div_ceil(1_000_000)
+}
+
+static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+fn rate_headers(headers: &mut HeaderMap, limit: u64, remaining: u64, reset_in: u64) {
+    headers.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(limit));
+    headers.insert(RATELIMIT_REMAINING.clone(), HeaderValue::from(remaining));
+    headers.insert(RATELIMIT_RESET.clone(), HeaderValue::from(reset_in));
+}
+
+pub async fn check_and_consume(
+    State(state): State<AppState>,
+    Json(body): Json<CheckBody>,
+) -> Result<Response, ApiError> {
+    let requested = requested_limit(body.max_requests, body.window_duration_seconds)?;
+    let key = RateKey::new(&body.tenant_id, &body.client_id, &body.action_type);
+    let decision = state
+        .limiter()
+        .check_and_consume(DecisionRequest {
+            key,
+            requested,
+            cost: body.cost.unwrap_or(1),
+        })
+        .await?;
+    let limit = decision.limit;
+    let queue_wait_ms = decision.waited.as_micros() as f64 / 1000.0;
+    let (status_code, body, reset_in, retry_in) = match decision.outcome {
+        Outcome::Decided(v) => {
+            let retry = v.retry_at.map(|r| r.saturating_sub(v.now));
+            let body = DecisionBody {
+                allowed: v.allowed,
+                remaining_requests: v.remaining(&limit),
+                reset_time_seconds: unix_seconds_ceil(v.reset_at),
+                retry_after_seconds: retry.map(|r| (r.div_ceil(1000)) as f64 / 1000.0),
+                status: "processed",
+                limit: LimitView::new(limit, decision.source),
+                queue_wait_ms,
+            };
+            let code = if v.allowed {
+                StatusCode::OK
+            } else {
+                StatusCode::TOO_MANY_REQUESTS
+            };
+            (
+                code,
+                body,
+                seconds_ceil(v.reset_at.saturating_sub(v.now)),
+                retry,
+            )
+        }
+        Outcome::FailOpen { now } => (
+            StatusCode::OK,
+            DecisionBody {
+                allowed: true,
+                remaining_requests: limit.max_requests,
+                reset_time_seconds: unix_seconds_ceil(now),
+                retry_after_seconds: None,
+                status: "fail_open",
+                limit: LimitView::new(limit, decision.source),
+                queue_wait_ms,
+            },
+            0,
+            None,
+        ),
+    };
+    let remaining = body.remaining_requests;
+    let bytes = serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut resp = (status_code, bytes).into_response();
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    rate_headers(headers, limit.max_requests, remaining, reset_in);
+    if let Some(r) = retry_in {
+        // Retry-After is whole seconds; round up so a client that obeys it is not denied again.
+        headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(seconds_ceil(r).max(1)),
+        );
+    }
+    Ok(resp)
+}
+
+#[derive(Deserialize)]
+pub struct StatusQuery {
+    #[serde(default)]
+    max_requests: Option<u64>,
+    #[serde(default)]
+    window_duration_seconds: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct StatusBody<'a> {
+    tenant_id: &'a str,
+    client_id: &'a str,
+    action_type: &'a str,
+    current_requests: u64,
+    remaining_requests: u64,
+    reset_time_seconds: u64,
+    limit: LimitView,
+}
+
+pub async fn status(
+    State(state): State<AppState>,
+    Path((tenant, client, action)): Path<(String, String, String)>,
+    Query(q): Query<StatusQuery>,
+) -> Result<Response, ApiError> {
+    let requested = requested_limit(q.max_requests, q.window_duration_seconds)?;
+    let key = RateKey::new(&tenant, &client, &action);
+    let (v, limit, source): (Verdict, Limit, LimitSource) =
+        state.limiter().status(key, requested).await?;
+    let body = StatusBody {
+        tenant_id: &tenant,
+        client_id: &client,
+        action_type: &action,
+        current_requests: v.used,
+        remaining_requests: v.remaining(&limit),
+        reset_time_seconds: unix_seconds_ceil(v.reset_at),
+        limit: LimitView::new(limit, source),
+    };
+    let mut resp = axum::Json(&body).into_response();
+    rate_headers(
+        resp.headers_mut(),
+        limit.max_requests,
+        body.remaining_requests,
+        seconds_ceil(v.reset_at.saturating_sub(v.now)),
+    );
+    Ok(resp)
+}

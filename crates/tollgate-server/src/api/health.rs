@@ -1,0 +1,36 @@
+//! `GET /api/health`: 200 while serving, 503 `draining` once shutdown begins, 503 `degraded`
+//! while the store is unreachable.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::state::AppState;
+
+pub async fn health(State(state): State<AppState>) -> Response {
+    if state.is_draining() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "draining"})),
+        )
+            .into_response();
+    }
+    let limiter = state.limiter();
+    let store = limiter.store();
+    let load = limiter.load().snapshot();
+    let healthy = store.is_healthy();
+    let body = json!({
+        "status": if healthy { "healthy" } else { "degraded" },
+        "store": store.kind(),
+        "config_version": limiter.config().snapshot().version,
+        "in_flight": load.in_flight,
+        "queued": load.queued,
+    });
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body)).into_response()
+}

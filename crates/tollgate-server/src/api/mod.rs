@@ -1,0 +1,77 @@
+//! The HTTP API: routes, admin authentication, and JSON answers for unknown routes and methods.
+
+mod config;
+mod decision;
+mod health;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+use crate::extract::MAX_BODY_BYTES;
+use crate::state::AppState;
+
+/// Every route of the service. Separate from serving so tests drive it without a socket.
+pub fn router(state: AppState) -> Router {
+    let admin = Router::new()
+        .route("/api/config", get(config::get_all))
+        .route("/api/config/global", put(config::put_global))
+        .route("/api/config/tenant/{tenant}", get(config::get_tenant))
+        .route(
+            "/api/config/tenant/{tenant}/weight",
+            put(config::put_weight),
+        )
+        .route(
+            "/api/config/tenant/{tenant}/action/{action}",
+            put(config::put_action).delete(config::delete_action),
+        )
+        .route(
+            "/api/config/tenant/{tenant}/client/{client}/action/{action}",
+            put(config::put_client).delete(config::delete_client),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    Router::new()
+        .route("/api/check_and_consume", post(decision::check_and_consume))
+        .route(
+            "/api/status/{tenant}/{client}/{action}",
+            get(decision::status),
+        )
+        .route("/api/health", get(health::health))
+        .merge(admin)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route; see the API reference in the README".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Requires `Authorization: Bearer <token>` when an admin token is configured.
+async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.inner.admin_token {
+        let given = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .unwrap_or(b"");
+        // Constant-time so response timing does not reveal how much of a guess was right.
+        let ok: bool = given.ct_eq(token.as_bytes()).into();
+        if !ok {
+            return ApiError::Unauthorized(
+                "configuration calls need the header 'Authorization: Bearer <admin token>'".into(),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}

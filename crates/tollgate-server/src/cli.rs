@@ -1,0 +1,85 @@
+//! Command-line flags; each also reads the environment variable `TOLLGATE_<FLAG>`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Multi-tenant rate limiter service"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a TOML configuration file and print every problem with its location.
+    CheckConfig { file: PathBuf },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnStoreError {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:5000")]
+    pub listen: SocketAddr,
+    /// Where limits are counted.
+    #[arg(long, env = "TOLLGATE_STORE", value_enum, default_value = "memory")]
+    pub store: StoreKind,
+    /// Redis URL; repeat or comma-separate to give Redis Cluster seed nodes.
+    #[arg(long = "redis-url", env = "TOLLGATE_REDIS_URL", value_delimiter = ',')]
+    pub redis_url: Vec<String>,
+    /// Directory for persisted runtime configuration (memory mode).
+    #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "./tollgate-data")]
+    pub data_dir: PathBuf,
+    /// TOML file with initial limits and global settings.
+    #[arg(long, env = "TOLLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Bearer token required on /api/config* calls.
+    #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Allow listening on a non-loopback address without an admin token.
+    #[arg(long, env = "TOLLGATE_INSECURE_ADMIN")]
+    pub insecure_admin: bool,
+    /// Seconds to finish accepted requests after SIGTERM/SIGINT.
+    #[arg(long, env = "TOLLGATE_SHUTDOWN_GRACE", default_value_t = 10.0)]
+    pub shutdown_grace: f64,
+    /// Log line format.
+    #[arg(long, env = "TOLLGATE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// What to answer when the store is unreachable: allow (fail open) or deny (503).
+    #[arg(
+        long,
+        env = "TOLLGATE_ON_STORE_ERROR",
+        value_enum,
+        default_value = "allow"
+    )]
+    pub on_store_error: OnStoreError,
+    /// Most keys the memory store tracks; new keys past it get 503 key_budget_exhausted.
+    #[arg(long, env = "TOLLGATE_MAX_KEYS", default_value_t = tollgate_core::store::memory::DEFAULT_MAX_KEYS)]
+    pub max_keys: usize,
+}

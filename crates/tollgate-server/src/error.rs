@@ -1,0 +1,178 @@
+//! The one error type of the HTTP API. Every failure becomes `{"error": code, "message": text}`
+//! with the right status; internals are logged, never returned.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tollgate_core::config::ConfigError;
+use tollgate_core::load::Shed;
+use tollgate_core::store::StoreError;
+use tollgate_core::LimitError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    InvalidJson(String),
+    InvalidArgument(String),
+    NoLimit(String),
+    NotFound(String),
+    MethodNotAllowed,
+    Unauthorized(String),
+    PayloadTooLarge,
+    /// Shed by the load manager before a decision.
+    Shed(Shed),
+    StoreUnavailable(String),
+    KeyBudgetExhausted(String),
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: &'a str,
+    /// Shed responses also carry the decision fields the contract gives them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowed: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::InvalidArgument(_) => "invalid_argument",
+            ApiError::NoLimit(_) => "no_limit",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::Shed(Shed::QueueFull) => "tenant_queue_full",
+            ApiError::Shed(Shed::Timeout) => "queue_timeout",
+            ApiError::Shed(Shed::ShuttingDown) => "shutting_down",
+            ApiError::StoreUnavailable(_) => "store_unavailable",
+            ApiError::KeyBudgetExhausted(_) => "key_budget_exhausted",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidJson(_) | ApiError::InvalidArgument(_) | ApiError::NoLimit(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Shed(_) | ApiError::StoreUnavailable(_) | ApiError::KeyBudgetExhausted(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::InvalidJson(m)
+            | ApiError::InvalidArgument(m)
+            | ApiError::NoLimit(m)
+            | ApiError::NotFound(m)
+            | ApiError::Unauthorized(m)
+            | ApiError::StoreUnavailable(m)
+            | ApiError::KeyBudgetExhausted(m) => m.clone(),
+            ApiError::MethodNotAllowed => {
+                "this path does not accept that HTTP method; see the API reference in the README"
+                    .into()
+            }
+            ApiError::PayloadTooLarge => "request body exceeds the 64 KiB limit".into(),
+            ApiError::Shed(Shed::QueueFull) => {
+                "the service is saturated and this tenant's queue is full; retry after the Retry-After delay".into()
+            }
+            ApiError::Shed(Shed::Timeout) => {
+                "the service is saturated and the request waited longer than the queue timeout; retry after the Retry-After delay".into()
+            }
+            ApiError::Shed(Shed::ShuttingDown) => {
+                "the service is shutting down; retry on another instance".into()
+            }
+            // Internal details go to the log, not to the client.
+            ApiError::Internal(_) => "internal error; the service logged the details".into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(detail, "internal error");
+        }
+        let message = self.message();
+        let (allowed, status, reason) = match &self {
+            ApiError::Shed(Shed::QueueFull) => {
+                (Some(false), Some("rejected"), Some("tenant_queue_full"))
+            }
+            ApiError::Shed(Shed::Timeout) => (Some(false), Some("timeout"), Some("queue_timeout")),
+            ApiError::Shed(Shed::ShuttingDown) => {
+                (Some(false), Some("rejected"), Some("shutting_down"))
+            }
+            _ => (None, None, None),
+        };
+        let body = ErrorBody {
+            error: self.code(),
+            message: &message,
+            allowed,
+            status,
+            reason,
+        };
+        let bytes =
+            serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());
+        let mut resp = (self.status(), bytes).into_response();
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if matches!(self, ApiError::Unauthorized(_)) {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+impl From<LimitError> for ApiError {
+    fn from(e: LimitError) -> Self {
+        match e {
+            LimitError::Invalid(e) => ApiError::InvalidArgument(e.0),
+            LimitError::NoLimit => ApiError::NoLimit(e.to_string()),
+            LimitError::Shed(s) => ApiError::Shed(s),
+            LimitError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::KeyBudgetExhausted { .. } => ApiError::KeyBudgetExhausted(e.to_string()),
+            StoreError::Unavailable(_) => ApiError::StoreUnavailable(format!(
+                "{e}; the decision could not be made (the service is configured to deny on store errors)"
+            )),
+        }
+    }
+}
+
+impl From<ConfigError> for ApiError {
+    fn from(e: ConfigError) -> Self {
+        match e {
+            ConfigError::NotFound(m) => ApiError::NotFound(m),
+            ConfigError::Invalid(m) => ApiError::InvalidArgument(m),
+            ConfigError::Conflict { .. } | ConfigError::Persist(_) | ConfigError::Corrupt(_) => {
+                ApiError::Internal(e.to_string())
+            }
+        }
+    }
+}

@@ -1,0 +1,75 @@
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tollgate_server::cli::{Cli, Command, LogFormat, RunArgs};
+use tollgate_server::server;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CheckConfig { file }) => match server::read_config_file(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e:#}");
+                std::process::ExitCode::from(1)
+            }
+        },
+        None => {
+            init_logging(cli.run.log_format);
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("tollgate: cannot start the async runtime: {e}");
+                    return std::process::ExitCode::from(1);
+                }
+            };
+            match rt.block_on(serve(cli.run)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tollgate: {e:#}");
+                    std::process::ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn serve(args: RunArgs) -> anyhow::Result<()> {
+    if args.admin_token.is_none() && !args.listen.ip().is_loopback() && !args.insecure_admin {
+        anyhow::bail!(
+            "refusing to listen on non-loopback address {} without --admin-token (anyone could change limits); set a token or pass --insecure-admin",
+            args.listen
+        );
+    }
+    if !(args.shutdown_grace.is_finite() && args.shutdown_grace >= 0.0) {
+        anyhow::bail!("--shutdown-grace must be a non-negative number of seconds");
+    }
+    let service = server::build(&args).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(addr = %args.listen, store = ?args.store, "tollgate listening");
+    server::run(
+        listener,
+        service,
+        server::shutdown_signal(),
+        Duration::from_secs_f64(args.shutdown_grace),
+    )
+    .await
+}

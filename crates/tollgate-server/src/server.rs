@@ -1,0 +1,130 @@
+//! Building the service from flags and serving it until shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tollgate_core::config::{
+    parse_toml, ConfigBackend, ConfigDocument, ConfigManager, FileBackend,
+};
+use tollgate_core::store::{MemoryStore, Store};
+use tollgate_core::{Limiter, StoreErrorPolicy};
+
+use crate::api::router;
+use crate::cli::{OnStoreError, RunArgs, StoreKind};
+use crate::state::AppState;
+
+/// Reads and validates a `--config` file.
+pub fn read_config_file(path: &std::path::Path) -> anyhow::Result<ConfigDocument> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    parse_toml(path, &text).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// What `run` needs besides the listener: the built service and its background tasks.
+pub struct Service {
+    pub state: AppState,
+    /// Background work that stops when dropped (the memory store's sweep).
+    _background: Vec<Box<dyn std::any::Any + Send>>,
+}
+
+/// Builds the store, configuration and limiter the flags describe.
+pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
+    let seed = args.config.as_deref().map(read_config_file).transpose()?;
+    let mut background: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
+    let (store, backend): (Arc<dyn Store>, Arc<dyn ConfigBackend>) = match args.store {
+        StoreKind::Memory => {
+            let store =
+                MemoryStore::new(Arc::new(tollgate_core::clock::SystemClock), args.max_keys);
+            background.push(Box::new(store.spawn_sweeper(Duration::from_secs(1))));
+            let backend = FileBackend::new(&args.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+            (Arc::new(store), Arc::new(backend))
+        }
+        StoreKind::Redis => {
+            anyhow::bail!("--store redis is not available in this build yet; use --store memory")
+        }
+    };
+    let config = ConfigManager::open(backend, seed)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let policy = match args.on_store_error {
+        OnStoreError::Allow => StoreErrorPolicy::Allow,
+        OnStoreError::Deny => StoreErrorPolicy::Deny,
+    };
+    let limiter = Arc::new(Limiter::new(Arc::new(config), store, policy));
+    Ok(Service {
+        state: AppState::new(limiter, args.admin_token.clone()),
+        _background: background,
+    })
+}
+
+/// Serves until `shutdown` resolves, then drains: health answers `draining`, no new connections
+/// are accepted, accepted requests finish; queued requests still waiting when `grace` runs out
+/// are answered `shutting_down`.
+pub async fn run(
+    listener: TcpListener,
+    service: Service,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let state = service.state.clone();
+    let app = router(state.clone());
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let drain_state = state.clone();
+    let signal = async move {
+        shutdown.await;
+        drain_state.begin_drain();
+        tracing::info!(grace_secs = grace.as_secs_f64(), "shutdown begun; draining");
+        let _ = drain_tx.send(());
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    let server = tokio::spawn(async move { server.await });
+    // Wait for the drain to start, then give accepted work the grace period.
+    if drain_rx.await.is_ok() {
+        let limiter = state.limiter();
+        let deadline = tokio::time::sleep(grace);
+        tokio::pin!(deadline);
+        let mut server = server;
+        tokio::select! {
+            r = &mut server => { r.context("server task failed")??; }
+            _ = &mut deadline => {
+                tracing::warn!("grace period over; answering queued requests shutting_down");
+                limiter.load().reject_all_queued();
+                // Those answers take a moment to write; do not wait on idle connections forever.
+                match tokio::time::timeout(Duration::from_secs(1), &mut server).await {
+                    Ok(r) => r.context("server task failed")??,
+                    Err(_) => tracing::warn!("connections still open after the grace period; closing"),
+                }
+            }
+        }
+    } else {
+        server.await.context("server task failed")??;
+    }
+    drop(service);
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
