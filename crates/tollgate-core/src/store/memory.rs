@@ -79,10 +79,12 @@ impl MemoryStore {
         limit: Limit,
         cost: u64,
     ) -> Result<Verdict, StoreError> {
-        let now = self.inner.clock.now_micros();
         let encoded = key.encode();
         let hash = self.hash(&encoded);
         let mut table = self.shard(hash).lock();
+        // Read the clock under the lock: decisions on a key are then ordered in time as they are
+        // in the log, so a caller's reported decision time never precedes an earlier-logged one.
+        let now = self.inner.clock.now_micros();
         if let Some((_, log)) = table.find_mut(hash, |(k, _)| **k == *encoded) {
             return Ok(log.check_and_consume(now, limit, cost));
         }
@@ -100,10 +102,10 @@ impl MemoryStore {
 
     /// Usage without consuming, synchronously. Never creates a key.
     pub fn status_sync(&self, key: RateKey<'_>, limit: Limit) -> Verdict {
-        let now = self.inner.clock.now_micros();
         let encoded = key.encode();
         let hash = self.hash(&encoded);
         let mut table = self.shard(hash).lock();
+        let now = self.inner.clock.now_micros();
         match table.find_mut(hash, |(k, _)| **k == *encoded) {
             Some((_, log)) => log.status(now, limit),
             None => WindowLog::new().status(now, limit),

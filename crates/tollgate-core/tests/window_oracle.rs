@@ -1,0 +1,230 @@
+//! The sliding-window log against a brute-force oracle.
+//!
+//! The oracle keeps every logged request forever in a plain list and recomputes each answer by
+//! scanning it. Its rules are the log's documented semantics, nothing more:
+//! - a request is logged at its time rounded up to the tick `max(1 µs, W / 65536)` (never before
+//!   the previous entry), so rounding can only keep a request counted longer;
+//! - at a call with window `W` at time `now`, a request logged at `at` is counted iff `at > now - W`
+//!   and it was not already outside the window of an earlier call (windows can change at runtime;
+//!   what has left the window stays gone);
+//! - cost `c` is admitted iff counted + c <= limit, all or nothing.
+
+use proptest::prelude::*;
+use tollgate_core::limit::Limit;
+use tollgate_core::window::{tick_for, WindowLog};
+
+#[derive(Default)]
+struct Oracle {
+    entries: Vec<(u64, u64)>,
+    /// Everything logged at or before this time has left some earlier window.
+    horizon: Option<u64>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Answer {
+    allowed: bool,
+    used: u64,
+    reset_at: u64,
+    retry_at: Option<u64>,
+}
+
+impl Oracle {
+    fn expire(&mut self, now: u64, window: u64) {
+        if let Some(edge) = now.checked_sub(window) {
+            self.horizon = Some(self.horizon.map_or(edge, |h| h.max(edge)));
+        }
+    }
+
+    fn counted_after(&self, edge: Option<u64>) -> impl Iterator<Item = &(u64, u64)> {
+        let h = self.horizon;
+        self.entries
+            .iter()
+            .filter(move |(at, _)| h.is_none_or(|h| *at > h) && edge.is_none_or(|e| *at > e))
+    }
+
+    fn used(&self) -> u64 {
+        self.counted_after(None).map(|(_, c)| c).sum()
+    }
+
+    fn answer(&self, now: u64, limit: Limit, cost: u64, allowed: bool) -> Answer {
+        let w = limit.window_micros;
+        let used = self.used();
+        let reset_at = self
+            .counted_after(None)
+            .map(|(at, _)| at + w)
+            .min()
+            .unwrap_or(now);
+        let retry_at = (!allowed).then(|| {
+            // Try every instant at which something leaves, earliest first.
+            let mut candidates: Vec<u64> = std::iter::once(now)
+                .chain(self.counted_after(None).map(|(at, _)| (at + w).max(now)))
+                .collect();
+            candidates.sort_unstable();
+            candidates
+                .into_iter()
+                .find(|&t| {
+                    let still: u64 = self.counted_after(t.checked_sub(w)).map(|(_, c)| c).sum();
+                    still + cost <= limit.max_requests
+                })
+                .expect("cost <= max so everything leaving must make room")
+        });
+        Answer {
+            allowed,
+            used,
+            reset_at,
+            retry_at,
+        }
+    }
+
+    fn check(&mut self, now: u64, limit: Limit, cost: u64) -> Answer {
+        self.expire(now, limit.window_micros);
+        let allowed = self.used() + cost <= limit.max_requests;
+        if allowed {
+            let tick = tick_for(limit.window_micros);
+            let mut at = now.div_ceil(tick) * tick;
+            if let Some(&(last, _)) = self.entries.last() {
+                at = at.max(last);
+            }
+            self.entries.push((at, cost));
+        }
+        self.answer(now, limit, cost, allowed)
+    }
+
+    fn status(&mut self, now: u64, limit: Limit) -> Answer {
+        self.expire(now, limit.window_micros);
+        let allowed = self.used() < limit.max_requests;
+        self.answer(now, limit, 1, allowed)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Check { dt: u64, limit: usize, cost: u64 },
+    Status { dt: u64, limit: usize },
+    Sweep { dt: u64 },
+}
+
+/// Windows on both sides of 65.536 ms, where the tick stops being 1 µs.
+fn limits() -> Vec<Limit> {
+    vec![
+        Limit::new(3, 0.01).unwrap(),
+        Limit::new(5, 0.05).unwrap(),
+        Limit::new(4, 0.25).unwrap(),
+        Limit::new(10, 1.0).unwrap(),
+        Limit::new(1, 2.5).unwrap(),
+        Limit::new(7, 100.0).unwrap(),
+        Limit::new(20, 0.001).unwrap(),
+    ]
+}
+
+fn dt() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        Just(0u64),
+        0u64..20,
+        0u64..5_000,
+        0u64..300_000,
+        0u64..3_000_000,
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let n = limits().len();
+    prop_oneof![
+        8 => (dt(), 0..n, 1u64..=4).prop_map(|(dt, limit, cost)| Op::Check { dt, limit, cost }),
+        1 => (dt(), 0..n).prop_map(|(dt, limit)| Op::Status { dt, limit }),
+        1 => dt().prop_map(|dt| Op::Sweep { dt }),
+    ]
+}
+
+/// A sequence that mostly keeps one limit and sometimes switches (a runtime limit change).
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    prop::collection::vec(op(), 1..300)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn log_matches_oracle(start in 1_000_000u64..2_000_000_000_000_000, sticky in 0usize..7, ops in ops()) {
+        let limits = limits();
+        let mut log = WindowLog::new();
+        let mut oracle = Oracle::default();
+        let mut now = start;
+        let mut last_window = None;
+        for (i, op) in ops.into_iter().enumerate() {
+            match op {
+                Op::Check { dt, limit, cost } => {
+                    now += dt;
+                    // Half the sequences keep one limit throughout.
+                    let l = limits[if sticky % 2 == 0 { sticky } else { limit }];
+                    let cost = cost.min(l.max_requests);
+                    let v = log.check_and_consume(now, l, cost);
+                    let o = oracle.check(now, l, cost);
+                    let got = Answer { allowed: v.allowed, used: v.used, reset_at: v.reset_at, retry_at: v.retry_at };
+                    prop_assert_eq!(&got, &o, "step {} check at {} limit {:?} cost {}", i, now, l, cost);
+                    prop_assert_eq!(v.now, now);
+                    last_window = Some(l.window_micros);
+                }
+                Op::Status { dt, limit } => {
+                    now += dt;
+                    let l = limits[if sticky % 2 == 0 { sticky } else { limit }];
+                    let v = log.status(now, l);
+                    let o = oracle.status(now, l);
+                    let got = Answer { allowed: v.allowed, used: v.used, reset_at: v.reset_at, retry_at: v.retry_at };
+                    prop_assert_eq!(&got, &o, "step {} status at {} limit {:?}", i, now, l);
+                    last_window = Some(l.window_micros);
+                }
+                Op::Sweep { dt } => {
+                    now += dt;
+                    let empty = log.expire(now);
+                    if let Some(w) = last_window {
+                        oracle.expire(now, w);
+                    }
+                    prop_assert_eq!(empty, oracle.used() == 0, "step {} sweep at {}", i, now);
+                }
+            }
+        }
+    }
+}
+
+/// A check never admits more than the limit in any window, seen from the outside: replaying every
+/// admitted request's real time shows at most `max` in every window.
+#[test]
+fn never_over_admits_in_any_real_window() {
+    let l = Limit::new(50, 1.0).unwrap();
+    let mut log = WindowLog::new();
+    let mut admitted = Vec::new();
+    let mut now = 1_000_000_000u64;
+    // A deterministic but irregular arrival pattern: bursts and gaps.
+    let mut x = 12345u64;
+    for _ in 0..200_000 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        now += match x >> 60 {
+            0..=11 => x >> 54 & 0x3f,
+            12..=14 => (x >> 40) & 0xffff,
+            _ => (x >> 34) & 0xf_ffff,
+        };
+        if log.check_and_consume(now, l, 1).allowed {
+            admitted.push(now);
+        }
+    }
+    assert!(
+        admitted.len() > 1000,
+        "the pattern admits plenty: {}",
+        admitted.len()
+    );
+    let mut lo = 0;
+    for hi in 0..admitted.len() {
+        while admitted[lo] + l.window_micros <= admitted[hi] {
+            lo += 1;
+        }
+        assert!(
+            hi - lo < 50,
+            "{} admitted within one window ending at {}",
+            hi - lo + 1,
+            admitted[hi]
+        );
+    }
+}
