@@ -583,14 +583,17 @@ async fn saturation_sheds_with_queue_full_and_timeout() {
 }
 
 /// Each case: method, path, body, extra header, expected status, expected error code.
-fn hostile_cases() -> Vec<(
+/// Method, path, body, extra header, expected status, expected error code.
+type Case = (
     Method,
     String,
     Option<String>,
     Option<(&'static str, &'static str)>,
     u16,
     &'static str,
-)> {
+);
+
+fn hostile_cases() -> Vec<Case> {
     let ok =
         |extra: &str| format!(r#"{{"tenant_id":"h","client_id":"c","action_type":"a"{extra}}}"#);
     let long = "x".repeat(257);
