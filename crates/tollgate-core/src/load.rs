@@ -397,13 +397,12 @@ impl Drop for WaitGuard<'_> {
             return;
         }
         match self.cancel() {
-            // Granted but nobody will use it: hand the slot on.
+            // Granted (and counted as dispatched) but nobody will use it: hand the slot on.
             Some(Ok(())) => {
                 let inner = &self.manager.inner;
                 let mut st = inner.state.lock();
                 st.in_flight -= 1;
                 dispatch(&mut st, &inner.counters);
-                inner.counters.cancelled.fetch_add(1, Ordering::Relaxed);
             }
             Some(Err(_)) => {}
             None => {
