@@ -30,6 +30,16 @@ pub struct Service {
     _background: Vec<Box<dyn std::any::Any + Send>>,
 }
 
+impl Service {
+    /// A service around an already-built state (tests and embedding).
+    pub fn new(state: AppState) -> Self {
+        Self {
+            state,
+            _background: Vec::new(),
+        }
+    }
+}
+
 /// Builds the store, configuration and limiter the flags describe.
 pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
     let seed = args.config.as_deref().map(read_config_file).transpose()?;
