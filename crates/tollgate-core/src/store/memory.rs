@@ -216,7 +216,8 @@ mod tests {
     fn key_budget_and_sweep() {
         let clock = ManualClock::new(1_000_000);
         let store = MemoryStore::new(Arc::new(clock.clone()), 2);
-        let l = Limit::new(5, 1.0).unwrap();
+        // A 50 ms window has 1 µs ticks, so entries leave exactly at the window's end.
+        let l = Limit::new(5, 0.05).unwrap();
         store
             .check_and_consume_sync(RateKey::new("t", "a", "x"), l, 1)
             .unwrap();
@@ -232,7 +233,7 @@ mod tests {
             Err(StoreError::KeyBudgetExhausted { max: 2 })
         );
         assert_eq!(store.key_count(), 2);
-        clock.advance(999_999);
+        clock.advance(49_999);
         assert_eq!(store.sweep(), 0);
         clock.advance(1);
         assert_eq!(store.sweep(), 2);
