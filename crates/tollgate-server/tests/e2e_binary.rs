@@ -312,3 +312,68 @@ fn sigterm_finishes_requests_in_flight_and_exits_zero() {
     let status = server.wait(Duration::from_secs(5));
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[test]
+fn config_file_seeds_an_empty_data_dir_and_a_broken_one_stops_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tollgate.toml");
+    std::fs::write(
+        &file,
+        r#"
+[global]
+max_global_concurrent_requests = 64
+max_tenant_queue_size = 8
+
+[tenants.acme]
+weight = 3
+
+[tenants.acme.actions.login]
+max_requests = 5
+window_duration_seconds = 0.5
+
+[tenants.acme.clients.bob.login]
+max_requests = 50
+window_duration_seconds = 60
+"#,
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--config", file.to_str().unwrap()]);
+    let (_, cfg) = server.request("GET", "/api/config", None);
+    assert_eq!(cfg["global"]["max_global_concurrent_requests"], 64);
+    assert_eq!(cfg["tenants"]["acme"]["weight"], 3);
+    assert_eq!(
+        cfg["tenants"]["acme"]["actions"]["login"]["max_requests"],
+        5
+    );
+    let (_, d) = server.request(
+        "POST",
+        "/api/check_and_consume",
+        Some(r#"{"tenant_id":"acme","client_id":"bob","action_type":"login"}"#),
+    );
+    assert_eq!(d["limit"]["source"], "client");
+    drop(server);
+
+    std::fs::write(
+        &file,
+        "[global]\nmax_global_concurrent_requests = \"many\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--config",
+        ])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(dir.path().join("other"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tollgate.toml") && err.contains("max_global_concurrent_requests"),
+        "{err}"
+    );
+}
