@@ -107,9 +107,19 @@ impl ConfigManager {
         seed: Option<ConfigDocument>,
     ) -> Result<Self, ConfigError> {
         let snapshot = match backend.load().await? {
-            Some(doc) => Snapshot::from_document(&doc).map_err(|p| {
-                ConfigError::Corrupt(format!("stored configuration is invalid: {}", join(&p)))
-            })?,
+            Some(doc) => {
+                if seed.is_some() {
+                    // Runtime changes since the first start live in the store; a seed file must
+                    // not silently undo them on every restart.
+                    tracing::info!(
+                        version = doc.version,
+                        "stored configuration found; the --config file only seeds an empty store and was not applied"
+                    );
+                }
+                Snapshot::from_document(&doc).map_err(|p| {
+                    ConfigError::Corrupt(format!("stored configuration is invalid: {}", join(&p)))
+                })?
+            }
             None => {
                 let mut doc = seed.unwrap_or_default();
                 doc.version = doc.version.max(1);

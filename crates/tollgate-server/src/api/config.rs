@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
-use tollgate_core::config::{Change, GlobalSettings, DEFAULT_QUEUE_TIMEOUT_MS};
+use tollgate_core::config::{Change, GlobalSettings};
 use tollgate_core::limit::validate_id;
 use tollgate_core::Limit;
 
@@ -37,14 +37,8 @@ pub async fn put_global(
     let settings = GlobalSettings {
         max_global_concurrent_requests: body.max_global_concurrent_requests,
         max_tenant_queue_size: body.max_tenant_queue_size,
-        // Omitted means "keep what is set"; the default applies only to a fresh configuration.
-        queue_timeout_ms: body
-            .queue_timeout_ms
-            .unwrap_or(if current.queue_timeout_ms == 0 {
-                DEFAULT_QUEUE_TIMEOUT_MS
-            } else {
-                current.queue_timeout_ms
-            }),
+        // Omitted means "keep what is set".
+        queue_timeout_ms: body.queue_timeout_ms.unwrap_or(current.queue_timeout_ms),
     };
     let snap = state
         .limiter()
