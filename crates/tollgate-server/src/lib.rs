@@ -4,6 +4,7 @@
 //! - [`error`] — the JSON error type every failure becomes.
 //! - [`extract`] — request extractors that answer bad input with that error.
 //! - [`state`] — what handlers share.
+//! - [`metrics`] — Prometheus metrics and the instrumented store.
 //! - [`cli`] — flags and environment variables.
 //! - [`server`] — building the service from flags, serving, graceful shutdown.
 #![forbid(unsafe_code)]
@@ -12,5 +13,6 @@ pub mod api;
 pub mod cli;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod server;
 pub mod state;

@@ -14,6 +14,7 @@ use tollgate_core::{Limiter, StoreErrorPolicy};
 
 use crate::api::router;
 use crate::cli::{OnStoreError, RunArgs, StoreKind};
+use crate::metrics::{InstrumentedStore, Metrics};
 use crate::state::AppState;
 
 /// Reads and validates a `--config` file.
@@ -53,9 +54,12 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
         OnStoreError::Allow => StoreErrorPolicy::Allow,
         OnStoreError::Deny => StoreErrorPolicy::Deny,
     };
+    let metrics = Arc::new(Metrics::new());
+    background.push(Box::new(metrics.spawn_upkeep(Duration::from_secs(5))));
+    let store: Arc<dyn Store> = Arc::new(InstrumentedStore::new(store, metrics.clone()));
     let limiter = Arc::new(Limiter::new(Arc::new(config), store, policy));
     Ok(Service {
-        state: AppState::new(limiter, args.admin_token.clone()),
+        state: AppState::with_metrics(limiter, args.admin_token.clone(), metrics),
         _background: background,
     })
 }

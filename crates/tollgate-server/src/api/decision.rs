@@ -95,14 +95,19 @@ pub async fn check_and_consume(
 ) -> Result<Response, ApiError> {
     let requested = requested_limit(body.max_requests, body.window_duration_seconds)?;
     let key = RateKey::new(&body.tenant_id, &body.client_id, &body.action_type);
-    let decision = state
+    let started = std::time::Instant::now();
+    let result = state
         .limiter()
         .check_and_consume(DecisionRequest {
             key,
             requested,
             cost: body.cost.unwrap_or(1),
         })
-        .await?;
+        .await;
+    state
+        .metrics()
+        .record_decision(&body.tenant_id, &result, started);
+    let decision = result?;
     let limit = decision.limit;
     let queue_wait_ms = decision.waited.as_micros() as f64 / 1000.0;
     let (status_code, body, reset_in, retry_in) = match decision.outcome {

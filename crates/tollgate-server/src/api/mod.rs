@@ -3,6 +3,7 @@
 mod config;
 mod decision;
 mod health;
+mod ops;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
@@ -41,6 +42,7 @@ pub fn router(state: AppState) -> Router {
             get(decision::status),
         )
         .route("/api/health", get(health::health))
+        .route("/metrics", get(ops::metrics))
         .merge(admin)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
