@@ -1,5 +1,6 @@
 //! tollgate-server: the HTTP JSON API over `tollgate-core`, and what the `tollgate` binary runs.
 //!
+//! - [`access_log`] — per-request log lines and `X-Request-Id`.
 //! - [`api`] — routes and handlers (decision, status, configuration, health).
 //! - [`error`] — the JSON error type every failure becomes.
 //! - [`extract`] — request extractors that answer bad input with that error.
@@ -9,6 +10,7 @@
 //! - [`server`] — building the service from flags, serving, graceful shutdown.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod api;
 pub mod cli;
 pub mod error;
