@@ -22,6 +22,10 @@ pub enum ApiError {
     Shed(Shed),
     StoreUnavailable(String),
     KeyBudgetExhausted(String),
+    /// The request URI is longer than the service accepts.
+    UriTooLong,
+    /// The request did not complete within the per-request timeout.
+    RequestTimeout,
     Internal(String),
 }
 
@@ -53,6 +57,8 @@ impl ApiError {
             ApiError::Shed(Shed::ShuttingDown) => "shutting_down",
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::KeyBudgetExhausted(_) => "key_budget_exhausted",
+            ApiError::UriTooLong => "uri_too_long",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -69,6 +75,8 @@ impl ApiError {
             ApiError::Shed(_) | ApiError::StoreUnavailable(_) | ApiError::KeyBudgetExhausted(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ApiError::RequestTimeout => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -87,6 +95,13 @@ impl ApiError {
                     .into()
             }
             ApiError::PayloadTooLarge => "request body exceeds the 64 KiB limit".into(),
+            ApiError::UriTooLong => format!(
+                "request URI exceeds {} bytes; ids are at most 256 bytes each",
+                crate::hardening::MAX_URI_BYTES
+            ),
+            ApiError::RequestTimeout => {
+                "the request did not complete within the per-request timeout (--request-timeout); retry after the Retry-After delay".into()
+            }
             ApiError::Shed(Shed::QueueFull) => {
                 "the service is saturated and this tenant's queue is full; retry after the Retry-After delay".into()
             }

@@ -7,6 +7,9 @@
 //! - [`state`] — what handlers share.
 //! - [`metrics`] — Prometheus metrics and the instrumented store.
 //! - [`cli`] — flags and environment variables.
+//! - [`hardening`] — per-request timeout and size limits.
+//! - [`listen`] — the accept loop: connection cap, header deadline, graceful shutdown.
+//! - [`reload`] — applying the `--config` file again on SIGHUP.
 //! - [`server`] — building the service from flags, serving, graceful shutdown.
 #![forbid(unsafe_code)]
 
@@ -15,6 +18,9 @@ pub mod api;
 pub mod cli;
 pub mod error;
 pub mod extract;
+pub mod hardening;
+pub mod listen;
 pub mod metrics;
+pub mod reload;
 pub mod server;
 pub mod state;

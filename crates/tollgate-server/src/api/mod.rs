@@ -14,10 +14,17 @@ use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 use crate::extract::MAX_BODY_BYTES;
+use crate::hardening::HttpLimits;
 use crate::state::AppState;
 
-/// Every route of the service. Separate from serving so tests drive it without a socket.
+/// Every route of the service, with the default [`HttpLimits`]. Separate from serving so tests
+/// drive it without a socket.
 pub fn router(state: AppState) -> Router {
+    router_with(state, &HttpLimits::default())
+}
+
+/// Every route of the service under the given limits.
+pub fn router_with(state: AppState, limits: &HttpLimits) -> Router {
     let admin = Router::new()
         .route("/api/config", get(config::get_all))
         .route("/api/config/global", put(config::put_global))
@@ -47,6 +54,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            limits.request_timeout,
+            crate::hardening::limit_request,
+        ))
         .layer(middleware::from_fn(crate::access_log::log_requests))
         .with_state(state)
 }

@@ -182,3 +182,116 @@ pub fn check_body(tenant: &str, max: u64) -> String {
         r#"{{"tenant_id":"{tenant}","client_id":"c","action_type":"a","max_requests":{max},"window_duration_seconds":60}}"#
     )
 }
+
+/// A `tollgate` process started by a test, on a free loopback port with its own data dir; killed
+/// when dropped.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub stderr_path: std::path::PathBuf,
+}
+
+/// The binary with no TOLLGATE_* variable inherited from the environment.
+pub fn tollgate_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TOLLGATE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+impl Binary {
+    /// Starts the binary with `args` (plus --listen and --data-dir) and waits until it is healthy.
+    pub async fn start(args: &[&str]) -> Binary {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, args).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Binary {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let stderr_path = dir.path().join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let child = tollgate_command()
+            .args(["--listen", &addr.to_string()])
+            .args(["--data-dir", &dir.path().join("data").display().to_string()])
+            .args(args)
+            .env("TOLLGATE_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn tollgate");
+        let mut me = Binary {
+            child,
+            addr,
+            dir,
+            stderr_path,
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = me.child.try_wait() {
+                panic!("tollgate exited early ({status}): {}", me.stderr());
+            }
+            if let Ok(r) = client.get(me.url("/api/health")).send().await {
+                if r.status().is_success() {
+                    return me;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("tollgate did not become healthy: {}", me.stderr());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn signal(&self, name: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{name} failed");
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit.
+    pub async fn stop(mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        for _ in 0..400 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("tollgate did not exit after SIGTERM: {}", self.stderr());
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One value of a scraped metrics series, or None.
+pub async fn scrape_value(bin: &Binary, series: &str) -> Option<f64> {
+    let text = reqwest::get(bin.url("/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    parse_metrics(&text).get(series).copied()
+}
