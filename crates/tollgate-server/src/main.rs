@@ -58,6 +58,14 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             args.listen
         );
     }
+    if let Some(token) = &args.admin_token {
+        // A token no client could send would lock every operator out.
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            anyhow::bail!(
+                "--admin-token must be non-empty printable ASCII without spaces (it is sent as 'Authorization: Bearer <token>')"
+            );
+        }
+    }
     if !(args.shutdown_grace.is_finite() && args.shutdown_grace >= 0.0) {
         anyhow::bail!("--shutdown-grace must be a non-negative number of seconds");
     }

@@ -70,14 +70,31 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
+/// The token of an `Authorization: Bearer <token>` value (RFC 6750): the scheme is matched
+/// case-insensitively (RFC 9110 auth-schemes are), one or more spaces follow it, and the token
+/// is the rest, which must be non-empty and contain no further space. Anything else — `Basic`,
+/// a bare `Bearer`, trailing words — is `None`.
+pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at(value.iter().position(|&b| b == b' ')?);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    let token = rest.trim_ascii_start();
+    (!token.is_empty() && !token.contains(&b' ')).then_some(token)
+}
+
 /// Requires `Authorization: Bearer <token>` when an admin token is configured.
 async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(token) = &state.inner.admin_token {
-        let given = req
+        let mut values = req
             .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-            .unwrap_or(b"");
+            .get_all(axum::http::header::AUTHORIZATION)
+            .iter();
+        // More than one Authorization header is ambiguous: refuse rather than pick one.
+        let given = match (values.next(), values.next()) {
+            (Some(v), None) => bearer_token(v.as_bytes()).unwrap_or(b""),
+            _ => b"",
+        };
         // Constant-time so response timing does not reveal how much of a guess was right.
         let ok: bool = given.ct_eq(token.as_bytes()).into();
         if !ok {
