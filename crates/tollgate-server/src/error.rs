@@ -29,9 +29,17 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// Every 4xx/5xx body. Load-shedding answers (503 `tenant_queue_full`, `queue_timeout`,
+/// `shutting_down`) also carry `allowed: false`, `status` and `reason`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    /// Machine-readable code: invalid_json, invalid_argument, no_limit, not_found,
+    /// method_not_allowed, unauthorized, payload_too_large, uri_too_long, tenant_queue_full,
+    /// queue_timeout, shutting_down, store_unavailable, key_budget_exhausted, request_timeout,
+    /// internal.
     error: &'a str,
+    /// What is wrong and how to fix it.
     message: &'a str,
     /// Shed responses also carry the decision fields the contract gives them.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -4,13 +4,16 @@ mod config;
 mod decision;
 mod health;
 mod ops;
+mod schema;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use axum::Router;
 use subtle::ConstantTimeEq;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::extract::MAX_BODY_BYTES;
@@ -23,34 +26,38 @@ pub fn router(state: AppState) -> Router {
     router_with(state, &HttpLimits::default())
 }
 
+/// The API's routes, public and admin, each registered with its OpenAPI operation: the one list
+/// both the router and `GET /api/openapi.json` are made from, so they cannot disagree.
+fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
+    let public = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(decision::check_and_consume))
+        .routes(routes!(decision::status))
+        .routes(routes!(health::health))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi_json));
+    let admin = OpenApiRouter::new()
+        .routes(routes!(config::get_all))
+        .routes(routes!(config::put_global))
+        .routes(routes!(config::get_tenant))
+        .routes(routes!(config::put_weight))
+        .routes(routes!(config::put_action, config::delete_action))
+        .routes(routes!(config::put_client, config::delete_client));
+    (public, admin)
+}
+
+/// The OpenAPI 3 document of every route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (public, admin) = routes();
+    public.merge(admin).into_openapi()
+}
+
 /// Every route of the service under the given limits.
 pub fn router_with(state: AppState, limits: &HttpLimits) -> Router {
-    let admin = Router::new()
-        .route("/api/config", get(config::get_all))
-        .route("/api/config/global", put(config::put_global))
-        .route("/api/config/tenant/{tenant}", get(config::get_tenant))
-        .route(
-            "/api/config/tenant/{tenant}/weight",
-            put(config::put_weight),
-        )
-        .route(
-            "/api/config/tenant/{tenant}/action/{action}",
-            put(config::put_action).delete(config::delete_action),
-        )
-        .route(
-            "/api/config/tenant/{tenant}/client/{client}/action/{action}",
-            put(config::put_client).delete(config::delete_client),
-        )
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
-    Router::new()
-        .route("/api/check_and_consume", post(decision::check_and_consume))
-        .route(
-            "/api/status/{tenant}/{client}/{action}",
-            get(decision::status),
-        )
-        .route("/api/health", get(health::health))
-        .route("/metrics", get(ops::metrics))
-        .merge(admin)
+    let (public, admin) = routes();
+    let admin = admin.route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    let (router, doc) = public.merge(admin).split_for_parts();
+    ops::publish_openapi(&doc);
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -60,6 +67,42 @@ pub fn router_with(state: AppState, limits: &HttpLimits) -> Router {
         ))
         .layer(middleware::from_fn(crate::access_log::log_requests))
         .with_state(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "tollgate",
+        description = "Multi-tenant rate limiter: exact sliding-window decisions, runtime limits per tenant, client and action, fair per-tenant load management."
+    ),
+    modifiers(&AdminTokenScheme),
+    tags(
+        (name = "decisions", description = "Rate-limit decisions; open to every caller"),
+        (name = "configuration", description = "Limits, weights and global settings; need the admin token when one is set"),
+        (name = "operations", description = "Health, metrics and this document; open"),
+    )
+)]
+struct ApiDoc;
+
+/// Declares the bearer scheme the configuration routes' `security` refers to.
+struct AdminTokenScheme;
+
+impl utoipa::Modify for AdminTokenScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The --admin-token value, as `Authorization: Bearer <token>`",
+                    ))
+                    .build(),
+            ),
+        );
+    }
 }
 
 async fn not_found() -> ApiError {
