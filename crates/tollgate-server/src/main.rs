@@ -73,7 +73,8 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(addr = %args.listen, store = ?args.store, "tollgate listening");
+    let addr = listener.local_addr().unwrap_or(args.listen);
+    tracing::info!(%addr, store = ?args.store, "tollgate listening");
     server::run(
         listener,
         service,
