@@ -106,3 +106,74 @@ async fn oversized_request_head_is_refused_and_service_stays_up() {
     assert_eq!(r.status(), 200);
     assert!(bin.stop().await.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_through_the_accept_loop_finishes_accepted_requests() {
+    use clap::Parser;
+    let dir = tempfile::tempdir().unwrap();
+    let cli = tollgate_server::cli::Cli::parse_from([
+        "tollgate",
+        "--data-dir",
+        &dir.path().display().to_string(),
+    ]);
+    let service = tollgate_server::server::build(&cli.run).await.unwrap();
+    let state = service.state.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tollgate_server::server::run(
+        listener,
+        service,
+        async move {
+            let _ = stop_rx.await;
+        },
+        Duration::from_secs(10),
+    ));
+    let client = reqwest::Client::new();
+    let url = |p: &str| format!("http://{addr}{p}");
+    let r = client
+        .put(url("/api/config/global"))
+        .json(&serde_json::json!({"max_global_concurrent_requests":1,"max_tenant_queue_size":5,"queue_timeout_ms":60000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Hold the only slot so the next decision is accepted but waits in its queue.
+    let permit = state.limiter().load().acquire("holder", 1).await.unwrap();
+    let pending = tokio::spawn({
+        let client = client.clone();
+        let u = url("/api/check_and_consume");
+        async move {
+            client
+                .post(u)
+                .json(&serde_json::json!({"tenant_id":"t","client_id":"c","action_type":"a","max_requests":5,"window_duration_seconds":60}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    for _ in 0..500 {
+        if state.limiter().load().snapshot().queued == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(state.limiter().load().snapshot().queued, 1);
+    stop_tx.send(()).unwrap();
+    for _ in 0..500 {
+        if state.is_draining() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(state.is_draining());
+    // Once draining, a new connection is refused (or, if it raced the last accept, told so).
+    let fresh = reqwest::Client::new();
+    if let Ok(r) = fresh.get(url("/api/health")).send().await {
+        assert_eq!(r.status(), 503);
+    }
+    // The accepted request completes once the slot frees, and the server then exits cleanly.
+    drop(permit);
+    assert_eq!(pending.await.unwrap().unwrap(), 200);
+    server.await.unwrap().unwrap();
+}
