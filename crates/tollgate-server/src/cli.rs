@@ -82,4 +82,22 @@ pub struct RunArgs {
     /// Most keys the memory store tracks; new keys past it get 503 key_budget_exhausted.
     #[arg(long, env = "TOLLGATE_MAX_KEYS", default_value_t = tollgate_core::store::memory::DEFAULT_MAX_KEYS)]
     pub max_keys: usize,
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+/// Limits on clients' connections and requests.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpArgs {
+    /// Seconds a request may take end to end (body, queueing, decision) before it is answered
+    /// 503 request_timeout.
+    #[arg(long, env = "TOLLGATE_REQUEST_TIMEOUT", default_value_t = 30.0)]
+    pub request_timeout: f64,
+    /// Seconds a client has to send a request's headers; idle keep-alive connections are closed
+    /// after the same time.
+    #[arg(long, env = "TOLLGATE_HEADER_READ_TIMEOUT", default_value_t = 10.0)]
+    pub header_read_timeout: f64,
+    /// Most client connections served at once; further ones wait in the listen backlog.
+    #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
 }

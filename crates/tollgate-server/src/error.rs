@@ -22,12 +22,24 @@ pub enum ApiError {
     Shed(Shed),
     StoreUnavailable(String),
     KeyBudgetExhausted(String),
+    /// The request URI is longer than the service accepts.
+    UriTooLong,
+    /// The request did not complete within the per-request timeout.
+    RequestTimeout,
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// Every 4xx/5xx body. Load-shedding answers (503 `tenant_queue_full`, `queue_timeout`,
+/// `shutting_down`) also carry `allowed: false`, `status` and `reason`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    /// Machine-readable code: invalid_json, invalid_argument, no_limit, not_found,
+    /// method_not_allowed, unauthorized, payload_too_large, uri_too_long, tenant_queue_full,
+    /// queue_timeout, shutting_down, store_unavailable, key_budget_exhausted, request_timeout,
+    /// internal.
     error: &'a str,
+    /// What is wrong and how to fix it.
     message: &'a str,
     /// Shed responses also carry the decision fields the contract gives them.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -53,6 +65,8 @@ impl ApiError {
             ApiError::Shed(Shed::ShuttingDown) => "shutting_down",
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::KeyBudgetExhausted(_) => "key_budget_exhausted",
+            ApiError::UriTooLong => "uri_too_long",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -69,6 +83,8 @@ impl ApiError {
             ApiError::Shed(_) | ApiError::StoreUnavailable(_) | ApiError::KeyBudgetExhausted(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ApiError::RequestTimeout => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -87,6 +103,13 @@ impl ApiError {
                     .into()
             }
             ApiError::PayloadTooLarge => "request body exceeds the 64 KiB limit".into(),
+            ApiError::UriTooLong => format!(
+                "request URI exceeds {} bytes; ids are at most 256 bytes each",
+                crate::hardening::MAX_URI_BYTES
+            ),
+            ApiError::RequestTimeout => {
+                "the request did not complete within the per-request timeout (--request-timeout); retry after the Retry-After delay".into()
+            }
             ApiError::Shed(Shed::QueueFull) => {
                 "the service is saturated and this tenant's queue is full; retry after the Retry-After delay".into()
             }

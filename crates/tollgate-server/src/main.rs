@@ -43,7 +43,8 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -57,6 +58,14 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             args.listen
         );
     }
+    if let Some(token) = &args.admin_token {
+        // A token no client could send would lock every operator out.
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            anyhow::bail!(
+                "--admin-token must be non-empty printable ASCII without spaces (it is sent as 'Authorization: Bearer <token>')"
+            );
+        }
+    }
     if !(args.shutdown_grace.is_finite() && args.shutdown_grace >= 0.0) {
         anyhow::bail!("--shutdown-grace must be a non-negative number of seconds");
     }
@@ -64,7 +73,8 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(addr = %args.listen, store = ?args.store, "tollgate listening");
+    let addr = listener.local_addr().unwrap_or(args.listen);
+    tracing::info!(%addr, store = ?args.store, "tollgate listening");
     server::run(
         listener,
         service,

@@ -12,8 +12,10 @@ use tollgate_core::config::{
 use tollgate_core::store::{MemoryStore, Store};
 use tollgate_core::{Limiter, StoreErrorPolicy};
 
-use crate::api::router;
+use crate::api::router_with;
 use crate::cli::{OnStoreError, RunArgs, StoreKind};
+use crate::hardening::HttpLimits;
+use crate::metrics::{InstrumentedStore, Metrics};
 use crate::state::AppState;
 
 /// Reads and validates a `--config` file.
@@ -26,15 +28,18 @@ pub fn read_config_file(path: &std::path::Path) -> anyhow::Result<ConfigDocument
 /// What `run` needs besides the listener: the built service and its background tasks.
 pub struct Service {
     pub state: AppState,
+    /// Connection and request limits from the flags.
+    pub http: HttpLimits,
     /// Background work that stops when dropped (the memory store's sweep).
     _background: Vec<Box<dyn std::any::Any + Send>>,
 }
 
 impl Service {
-    /// A service around an already-built state (tests and embedding).
+    /// A service around an already-built state with default HTTP limits (tests and embedding).
     pub fn new(state: AppState) -> Self {
         Self {
             state,
+            http: HttpLimits::default(),
             _background: Vec::new(),
         }
     }
@@ -42,6 +47,7 @@ impl Service {
 
 /// Builds the store, configuration and limiter the flags describe.
 pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
+    let http = HttpLimits::from_args(&args.http)?;
     let seed = args.config.as_deref().map(read_config_file).transpose()?;
     let mut background: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
     let (store, backend): (Arc<dyn Store>, Arc<dyn ConfigBackend>) = match args.store {
@@ -63,9 +69,18 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
         OnStoreError::Allow => StoreErrorPolicy::Allow,
         OnStoreError::Deny => StoreErrorPolicy::Deny,
     };
+    let metrics = Arc::new(Metrics::new());
+    background.push(Box::new(metrics.spawn_upkeep(Duration::from_secs(5))));
+    let store: Arc<dyn Store> = Arc::new(InstrumentedStore::new(store, metrics.clone()));
     let limiter = Arc::new(Limiter::new(Arc::new(config), store, policy));
+    let state = AppState::with_metrics(limiter, args.admin_token.clone(), metrics);
+    background.push(Box::new(crate::reload::reload_on_sighup(
+        state.clone(),
+        args.config.clone(),
+    )?));
     Ok(Service {
-        state: AppState::new(limiter, args.admin_token.clone()),
+        state,
+        http,
         _background: background,
     })
 }
@@ -80,7 +95,7 @@ pub async fn run(
     grace: Duration,
 ) -> anyhow::Result<()> {
     let state = service.state.clone();
-    let app = router(state.clone());
+    let app = router_with(state.clone(), &service.http);
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let drain_state = state.clone();
     let signal = async move {
@@ -89,8 +104,7 @@ pub async fn run(
         tracing::info!(grace_secs = grace.as_secs_f64(), "shutdown begun; draining");
         let _ = drain_tx.send(());
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
-    let server = tokio::spawn(async move { server.await });
+    let server = tokio::spawn(crate::listen::serve(listener, app, service.http, signal));
     // Wait for the drain to start, then give accepted work the grace period.
     if drain_rx.await.is_ok() {
         let limiter = state.limiter();

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use tollgate_core::Limiter;
 
+use crate::metrics::Metrics;
+
 /// Cheap-to-clone handle given to every handler.
 #[derive(Clone)]
 pub struct AppState {
@@ -17,17 +19,33 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// When set, `/api/config*` requires `Authorization: Bearer <token>`.
     pub admin_token: Option<String>,
+    /// What `GET /metrics` reports.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
     pub fn new(limiter: Arc<Limiter>, admin_token: Option<String>) -> Self {
+        Self::with_metrics(limiter, admin_token, Arc::new(Metrics::new()))
+    }
+
+    /// Like [`AppState::new`], sharing `metrics` (e.g. with an [`crate::metrics::InstrumentedStore`]).
+    pub fn with_metrics(
+        limiter: Arc<Limiter>,
+        admin_token: Option<String>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             inner: Arc::new(Shared {
                 limiter,
                 draining: AtomicBool::new(false),
                 admin_token,
+                metrics,
             }),
         }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     pub fn limiter(&self) -> &Limiter {

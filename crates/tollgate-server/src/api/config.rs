@@ -16,11 +16,22 @@ fn id(field: &str, value: &str) -> Result<(), ApiError> {
     validate_id(field, value).map_err(|e| ApiError::InvalidArgument(e.0))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/config",
+    tag = "configuration",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The whole configuration", body = super::schema::ConfigDocumentSchema),
+        (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
+    )
+)]
 pub async fn get_all(State(state): State<AppState>) -> Response {
     axum::Json(state.limiter().config().snapshot().to_document()).into_response()
 }
 
-#[derive(Deserialize)]
+/// New global load settings. `queue_timeout_ms` omitted keeps the current one.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GlobalBody {
     max_global_concurrent_requests: u32,
@@ -29,6 +40,21 @@ pub struct GlobalBody {
     queue_timeout_ms: Option<u64>,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/config/global",
+    tag = "configuration",
+    security(("admin_token" = [])),
+    request_body = GlobalBody,
+    responses(
+        (status = 200, description = "Applied", body = super::schema::GlobalUpdated),
+        (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
+        (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 413, description = "payload_too_large: body over 64 KiB", body = crate::error::ErrorBody),
+        (status = 500, description = "internal: the configuration could not be persisted", body = crate::error::ErrorBody),
+        (status = 503, description = "request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
+    )
+)]
 pub async fn put_global(
     State(state): State<AppState>,
     Json(body): Json<GlobalBody>,
@@ -52,6 +78,18 @@ pub async fn put_global(
     .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/config/tenant/{tenant}",
+    tag = "configuration",
+    security(("admin_token" = [])),
+    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8")),
+    responses(
+        (status = 200, description = "The tenant's limits and weight (defaults when none are set)", body = super::schema::TenantView),
+        (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
+        (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
+    )
+)]
 pub async fn get_tenant(
     State(state): State<AppState>,
     Path(tenant): Path<String>,
@@ -69,7 +107,8 @@ pub async fn get_tenant(
     .into_response())
 }
 
-#[derive(Deserialize)]
+/// A limit: `max_requests` 1..=10^9, `window_duration_seconds` > 0 and <= 31,536,000.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitBody {
     max_requests: u64,
@@ -87,6 +126,22 @@ fn limit_json(l: &Limit) -> serde_json::Value {
     json!({"max_requests": l.max_requests, "window_duration_seconds": l.window_seconds()})
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/config/tenant/{tenant}/action/{action}",
+    tag = "configuration",
+    security(("admin_token" = [])),
+    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8"), ("action" = String, Path, description = "Action type: 1-256 bytes of printable UTF-8")),
+    request_body = LimitBody,
+    responses(
+        (status = 200, description = "Applied", body = super::schema::ActionUpdated),
+        (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
+        (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 413, description = "payload_too_large: body over 64 KiB", body = crate::error::ErrorBody),
+        (status = 500, description = "internal: the configuration could not be persisted", body = crate::error::ErrorBody),
+        (status = 503, description = "request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
+    )
+)]
 pub async fn put_action(
     State(state): State<AppState>,
     Path((tenant, action)): Path<(String, String)>,
@@ -113,6 +168,21 @@ pub async fn put_action(
     .into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/config/tenant/{tenant}/action/{action}",
+    tag = "configuration",
+    security(("admin_token" = [])),
+    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8"), ("action" = String, Path, description = "Action type: 1-256 bytes of printable UTF-8")),
+    responses(
+        (status = 200, description = "Applied", body = super::schema::ActionDeleted),
+        (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
+        (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 404, description = "not_found: nothing to delete", body = crate::error::ErrorBody),
+        (status = 500, description = "internal: the configuration could not be persisted", body = crate::error::ErrorBody),
+        (status = 503, description = "request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
+    )
+)]
 pub async fn delete_action(
     State(state): State<AppState>,
     Path((tenant, action)): Path<(String, String)>,
@@ -135,6 +205,22 @@ pub async fn delete_action(
     .into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/config/tenant/{tenant}/client/{client}/action/{action}",
+    tag = "configuration",
+    security(("admin_token" = [])),
+    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8"), ("client" = String, Path, description = "Client id: 1-256 bytes of printable UTF-8"), ("action" = String, Path, description = "Action type: 1-256 bytes of printable UTF-8")),
+    request_body = LimitBody,
+    responses(
+        (status = 200, description = "Applied", body = super::schema::ClientUpdated),
+        (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
+        (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 413, description = "payload_too_large: body over 64 KiB", body = crate::error::ErrorBody),
+        (status = 500, description = "internal: the configuration could not be persisted", body = crate::error::ErrorBody),
+        (status = 503, description = "request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
+    )
+)]
 pub async fn put_client(
     State(state): State<AppState>,
     Path((tenant, client, action)): Path<(String, String, String)>,
@@ -164,6 +250,21 @@ pub async fn put_client(
     .into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/config/tenant/{tenant}/client/{client}/action/{action}",
+    tag = "configuration",
+    security(("admin_token" = [])),
+    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8"), ("client" = String, Path, description = "Client id: 1-256 bytes of printable UTF-8"), ("action" = String, Path, description = "Action type: 1-256 bytes of printable UTF-8")),
+    responses(
+        (status = 200, description = "Applied", body = super::schema::ClientDeleted),
+        (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
+        (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 404, description = "not_found: nothing to delete", body = crate::error::ErrorBody),
+        (status = 500, description = "internal: the configuration could not be persisted", body = crate::error::ErrorBody),
+        (status = 503, description = "request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
+    )
+)]
 pub async fn delete_client(
     State(state): State<AppState>,
     Path((tenant, client, action)): Path<(String, String, String)>,
@@ -189,12 +290,29 @@ pub async fn delete_client(
     .into_response())
 }
 
-#[derive(Deserialize)]
+/// A fair-share weight, 1..=1000 (default 1).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WeightBody {
     weight: u32,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/config/tenant/{tenant}/weight",
+    tag = "configuration",
+    security(("admin_token" = [])),
+    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8")),
+    request_body = WeightBody,
+    responses(
+        (status = 200, description = "Applied", body = super::schema::WeightUpdated),
+        (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
+        (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 413, description = "payload_too_large: body over 64 KiB", body = crate::error::ErrorBody),
+        (status = 500, description = "internal: the configuration could not be persisted", body = crate::error::ErrorBody),
+        (status = 503, description = "request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
+    )
+)]
 pub async fn put_weight(
     State(state): State<AppState>,
     Path(tenant): Path<String>,

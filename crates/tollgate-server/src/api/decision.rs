@@ -12,7 +12,9 @@ use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 
-#[derive(Deserialize)]
+/// A decision request. `max_requests` and `window_duration_seconds` go together and are used only
+/// when no client or action limit is configured.
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct CheckBody {
     tenant_id: String,
     client_id: String,
@@ -25,10 +27,12 @@ pub struct CheckBody {
     cost: Option<u64>,
 }
 
-#[derive(Serialize)]
+/// The limit a decision was made under.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct LimitView {
     pub max_requests: u64,
     pub window_duration_seconds: f64,
+    #[schema(value_type = super::schema::LimitSourceSchema)]
     pub source: LimitSource,
 }
 
@@ -42,8 +46,9 @@ impl LimitView {
     }
 }
 
-#[derive(Serialize)]
-struct DecisionBody {
+/// A decision: 200 when allowed, 429 when denied (then with `retry_after_seconds`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DecisionBody {
     allowed: bool,
     remaining_requests: u64,
     reset_time_seconds: u64,
@@ -89,20 +94,39 @@ fn rate_headers(headers: &mut HeaderMap, limit: u64, remaining: u64, reset_in: u
     headers.insert(RATELIMIT_RESET.clone(), HeaderValue::from(reset_in));
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/check_and_consume",
+    tag = "decisions",
+    request_body = CheckBody,
+    responses(
+        (status = 200, description = "Allowed (status processed, or fail_open when the store is down and policy is allow)", body = DecisionBody, headers(("RateLimit-Limit" = u64, description = "The limit's max_requests"), ("RateLimit-Remaining" = u64, description = "Requests left in the window"), ("RateLimit-Reset" = u64, description = "Seconds until the oldest counted request leaves the window"))),
+        (status = 429, description = "Denied by the limit", body = DecisionBody, headers(("Retry-After" = u64, description = "Whole seconds until a request of this cost fits"), ("RateLimit-Limit" = u64), ("RateLimit-Remaining" = u64), ("RateLimit-Reset" = u64))),
+        (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
+        (status = 413, description = "payload_too_large: body over 64 KiB", body = crate::error::ErrorBody),
+        (status = 414, description = "uri_too_long", body = crate::error::ErrorBody),
+        (status = 503, description = "Shed (tenant_queue_full, queue_timeout, shutting_down; with allowed/status/reason), store_unavailable, key_budget_exhausted or request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
+    )
+)]
 pub async fn check_and_consume(
     State(state): State<AppState>,
     Json(body): Json<CheckBody>,
 ) -> Result<Response, ApiError> {
     let requested = requested_limit(body.max_requests, body.window_duration_seconds)?;
     let key = RateKey::new(&body.tenant_id, &body.client_id, &body.action_type);
-    let decision = state
+    let started = std::time::Instant::now();
+    let result = state
         .limiter()
         .check_and_consume(DecisionRequest {
             key,
             requested,
             cost: body.cost.unwrap_or(1),
         })
-        .await?;
+        .await;
+    state
+        .metrics()
+        .record_decision(&body.tenant_id, &result, started);
+    let decision = result?;
     let limit = decision.limit;
     let queue_wait_ms = decision.waited.as_micros() as f64 / 1000.0;
     let (status_code, body, reset_in, retry_in) = match decision.outcome {
@@ -163,7 +187,9 @@ pub async fn check_and_consume(
     Ok(resp)
 }
 
-#[derive(Deserialize)]
+/// The caller's own limit, used when none is configured; both or neither.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StatusQuery {
     #[serde(default)]
     max_requests: Option<u64>,
@@ -171,8 +197,9 @@ pub struct StatusQuery {
     window_duration_seconds: Option<f64>,
 }
 
-#[derive(Serialize)]
-struct StatusBody<'a> {
+/// Usage of one key under its effective limit.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct StatusBody<'a> {
     tenant_id: &'a str,
     client_id: &'a str,
     action_type: &'a str,
@@ -182,6 +209,18 @@ struct StatusBody<'a> {
     limit: LimitView,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/status/{tenant}/{client}/{action}",
+    tag = "decisions",
+    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8"), ("client" = String, Path, description = "Client id: 1-256 bytes of printable UTF-8"), ("action" = String, Path, description = "Action type: 1-256 bytes of printable UTF-8"), StatusQuery),
+    responses(
+        (status = 200, description = "Usage without consuming anything", body = StatusBody, headers(("RateLimit-Limit" = u64, description = "The limit's max_requests"), ("RateLimit-Remaining" = u64, description = "Requests left in the window"), ("RateLimit-Reset" = u64, description = "Seconds until the oldest counted request leaves the window"))),
+        (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
+        (status = 414, description = "uri_too_long", body = crate::error::ErrorBody),
+        (status = 503, description = "Shed (tenant_queue_full, queue_timeout, shutting_down; with allowed/status/reason), store_unavailable, key_budget_exhausted or request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
+    )
+)]
 pub async fn status(
     State(state): State<AppState>,
     Path((tenant, client, action)): Path<(String, String, String)>,

@@ -8,6 +8,15 @@ use serde_json::json;
 
 use crate::state::AppState;
 
+#[utoipa::path(
+    get,
+    path = "/api/health",
+    tag = "operations",
+    responses(
+        (status = 200, description = "healthy", body = super::schema::HealthBody),
+        (status = 503, description = "draining (shutdown begun) or degraded (store unreachable)", body = super::schema::HealthBody),
+    )
+)]
 pub async fn health(State(state): State<AppState>) -> Response {
     if state.is_draining() {
         return (

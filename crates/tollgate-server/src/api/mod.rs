@@ -3,49 +3,106 @@
 mod config;
 mod decision;
 mod health;
+mod ops;
+mod schema;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use axum::Router;
 use subtle::ConstantTimeEq;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::extract::MAX_BODY_BYTES;
+use crate::hardening::HttpLimits;
 use crate::state::AppState;
 
-/// Every route of the service. Separate from serving so tests drive it without a socket.
+/// Every route of the service, with the default [`HttpLimits`]. Separate from serving so tests
+/// drive it without a socket.
 pub fn router(state: AppState) -> Router {
-    let admin = Router::new()
-        .route("/api/config", get(config::get_all))
-        .route("/api/config/global", put(config::put_global))
-        .route("/api/config/tenant/{tenant}", get(config::get_tenant))
-        .route(
-            "/api/config/tenant/{tenant}/weight",
-            put(config::put_weight),
-        )
-        .route(
-            "/api/config/tenant/{tenant}/action/{action}",
-            put(config::put_action).delete(config::delete_action),
-        )
-        .route(
-            "/api/config/tenant/{tenant}/client/{client}/action/{action}",
-            put(config::put_client).delete(config::delete_client),
-        )
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
-    Router::new()
-        .route("/api/check_and_consume", post(decision::check_and_consume))
-        .route(
-            "/api/status/{tenant}/{client}/{action}",
-            get(decision::status),
-        )
-        .route("/api/health", get(health::health))
-        .merge(admin)
+    router_with(state, &HttpLimits::default())
+}
+
+/// The API's routes, public and admin, each registered with its OpenAPI operation: the one list
+/// both the router and `GET /api/openapi.json` are made from, so they cannot disagree.
+fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
+    let public = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(decision::check_and_consume))
+        .routes(routes!(decision::status))
+        .routes(routes!(health::health))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi_json));
+    let admin = OpenApiRouter::new()
+        .routes(routes!(config::get_all))
+        .routes(routes!(config::put_global))
+        .routes(routes!(config::get_tenant))
+        .routes(routes!(config::put_weight))
+        .routes(routes!(config::put_action, config::delete_action))
+        .routes(routes!(config::put_client, config::delete_client));
+    (public, admin)
+}
+
+/// The OpenAPI 3 document of every route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (public, admin) = routes();
+    public.merge(admin).into_openapi()
+}
+
+/// Every route of the service under the given limits.
+pub fn router_with(state: AppState, limits: &HttpLimits) -> Router {
+    let (public, admin) = routes();
+    let admin = admin.route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    let (router, doc) = public.merge(admin).split_for_parts();
+    ops::publish_openapi(&doc);
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            limits.request_timeout,
+            crate::hardening::limit_request,
+        ))
+        .layer(middleware::from_fn(crate::access_log::log_requests))
         .with_state(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "tollgate",
+        description = "Multi-tenant rate limiter: exact sliding-window decisions, runtime limits per tenant, client and action, fair per-tenant load management."
+    ),
+    modifiers(&AdminTokenScheme),
+    tags(
+        (name = "decisions", description = "Rate-limit decisions; open to every caller"),
+        (name = "configuration", description = "Limits, weights and global settings; need the admin token when one is set"),
+        (name = "operations", description = "Health, metrics and this document; open"),
+    )
+)]
+struct ApiDoc;
+
+/// Declares the bearer scheme the configuration routes' `security` refers to.
+struct AdminTokenScheme;
+
+impl utoipa::Modify for AdminTokenScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The --admin-token value, as `Authorization: Bearer <token>`",
+                    ))
+                    .build(),
+            ),
+        );
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -56,14 +113,31 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
+/// The token of an `Authorization: Bearer <token>` value (RFC 6750): the scheme is matched
+/// case-insensitively (RFC 9110 auth-schemes are), one or more spaces follow it, and the token
+/// is the rest, which must be non-empty and contain no further space. Anything else — `Basic`,
+/// a bare `Bearer`, trailing words — is `None`.
+pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at(value.iter().position(|&b| b == b' ')?);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    let token = rest.trim_ascii_start();
+    (!token.is_empty() && !token.contains(&b' ')).then_some(token)
+}
+
 /// Requires `Authorization: Bearer <token>` when an admin token is configured.
 async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(token) = &state.inner.admin_token {
-        let given = req
+        let mut values = req
             .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-            .unwrap_or(b"");
+            .get_all(axum::http::header::AUTHORIZATION)
+            .iter();
+        // More than one Authorization header is ambiguous: refuse rather than pick one.
+        let given = match (values.next(), values.next()) {
+            (Some(v), None) => bearer_token(v.as_bytes()).unwrap_or(b""),
+            _ => b"",
+        };
         // Constant-time so response timing does not reveal how much of a guess was right.
         let ok: bool = given.ct_eq(token.as_bytes()).into();
         if !ok {

@@ -1,0 +1,137 @@
+//! OpenAPI schemas for bodies the handlers build with `json!` or take from the core crate (which
+//! has no OpenAPI dependency). Each mirrors its handler's output field for field; the OpenAPI
+//! tests compare real responses against these schemas so they cannot drift silently.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use utoipa::ToSchema;
+
+/// Which configured (or requested) limit applied.
+#[derive(ToSchema)]
+#[schema(as = LimitSource)]
+#[allow(non_camel_case_types)]
+pub enum LimitSourceSchema {
+    client,
+    action,
+    request,
+}
+
+/// A limit as the API spells it.
+#[derive(ToSchema)]
+#[schema(as = LimitSpec)]
+pub struct LimitSpecSchema {
+    /// 1 ..= 1,000,000,000.
+    pub max_requests: u64,
+    /// Seconds, > 0 and <= 31,536,000, millisecond resolution.
+    pub window_duration_seconds: f64,
+}
+
+/// Load-management settings shared by all tenants.
+#[derive(ToSchema)]
+#[schema(as = GlobalSettings)]
+pub struct GlobalSettingsSchema {
+    pub max_global_concurrent_requests: u32,
+    pub max_tenant_queue_size: u32,
+    pub queue_timeout_ms: u64,
+}
+
+/// One tenant's limits and fair-share weight.
+#[derive(ToSchema)]
+#[schema(as = TenantDocument)]
+pub struct TenantDocumentSchema {
+    pub weight: u32,
+    /// Action → limit, for every client of the tenant.
+    pub actions: BTreeMap<String, LimitSpecSchema>,
+    /// Client → action → limit; wins over `actions`.
+    pub clients: BTreeMap<String, BTreeMap<String, LimitSpecSchema>>,
+}
+
+/// The whole configuration (`GET /api/config`; also the `--config` file's shape).
+#[derive(ToSchema)]
+#[schema(as = ConfigDocument)]
+pub struct ConfigDocumentSchema {
+    pub version: u64,
+    pub global: GlobalSettingsSchema,
+    pub tenants: BTreeMap<String, TenantDocumentSchema>,
+}
+
+/// `GET /api/config/tenant/{tenant}`.
+#[derive(ToSchema)]
+pub struct TenantView {
+    pub tenant_id: String,
+    pub weight: u32,
+    pub actions: BTreeMap<String, LimitSpecSchema>,
+    pub clients: BTreeMap<String, BTreeMap<String, LimitSpecSchema>>,
+    pub version: u64,
+}
+
+/// `PUT /api/config/global`.
+#[derive(ToSchema)]
+pub struct GlobalUpdated {
+    /// `updated`.
+    pub status: String,
+    pub global: GlobalSettingsSchema,
+    pub version: u64,
+}
+
+/// `PUT /api/config/tenant/{tenant}/weight`.
+#[derive(ToSchema)]
+pub struct WeightUpdated {
+    pub status: String,
+    pub tenant_id: String,
+    pub weight: u32,
+    pub version: u64,
+}
+
+/// `PUT /api/config/tenant/{tenant}/action/{action}`.
+#[derive(ToSchema)]
+pub struct ActionUpdated {
+    pub status: String,
+    pub tenant_id: String,
+    pub action_type: String,
+    pub limit: LimitSpecSchema,
+    pub version: u64,
+}
+
+/// `DELETE /api/config/tenant/{tenant}/action/{action}`.
+#[derive(ToSchema)]
+pub struct ActionDeleted {
+    /// `deleted`.
+    pub status: String,
+    pub tenant_id: String,
+    pub action_type: String,
+    pub version: u64,
+}
+
+/// `PUT /api/config/tenant/{tenant}/client/{client}/action/{action}`.
+#[derive(ToSchema)]
+pub struct ClientUpdated {
+    pub status: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub action_type: String,
+    pub limit: LimitSpecSchema,
+    pub version: u64,
+}
+
+/// `DELETE /api/config/tenant/{tenant}/client/{client}/action/{action}`.
+#[derive(ToSchema)]
+pub struct ClientDeleted {
+    pub status: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub action_type: String,
+    pub version: u64,
+}
+
+/// `GET /api/health`. While draining only `status` is present.
+#[derive(ToSchema)]
+pub struct HealthBody {
+    /// `healthy`, `degraded` (store unreachable) or `draining` (shutting down).
+    pub status: String,
+    pub store: Option<String>,
+    pub config_version: Option<u64>,
+    pub in_flight: Option<u64>,
+    pub queued: Option<u64>,
+}

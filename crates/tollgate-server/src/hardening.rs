@@ -1,0 +1,78 @@
+//! Limits that keep slow, oversized or stuck requests from holding the service: a per-request
+//! timeout, a URI size limit, and (in [`crate::listen`]) header size, header read timeout and a
+//! connection cap.
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::cli::HttpArgs;
+use crate::error::ApiError;
+
+/// Longest request URI accepted (path and query). Three 256-byte ids, fully percent-encoded, fit.
+pub const MAX_URI_BYTES: usize = 4096;
+/// Largest request head (request line and all headers) hyper reads; past it, 431.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Most header fields in one request; past it, 431.
+pub const MAX_HEADERS: usize = 64;
+
+/// The HTTP limits in effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// End-to-end limit per request, body reading and queueing included.
+    pub request_timeout: Duration,
+    /// Time a client has to send a request head; also closes connections idle that long.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+        }
+    }
+}
+
+fn seconds(flag: &str, v: f64) -> anyhow::Result<Duration> {
+    if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        anyhow::bail!("--{flag} must be a number of seconds above 0 and at most 86400, got {v}")
+    }
+}
+
+impl HttpLimits {
+    pub fn from_args(args: &HttpArgs) -> anyhow::Result<Self> {
+        if args.max_connections == 0 {
+            anyhow::bail!("--max-connections must be at least 1");
+        }
+        Ok(Self {
+            request_timeout: seconds("request-timeout", args.request_timeout)?,
+            header_read_timeout: seconds("header-read-timeout", args.header_read_timeout)?,
+            max_connections: args.max_connections,
+        })
+    }
+}
+
+/// Refuses over-long URIs and answers `request_timeout` when a request runs past its limit.
+/// Dropping the handler's future on timeout is safe: a queued decision gives its place back.
+pub async fn limit_request(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
+    let uri_len = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().len())
+        .unwrap_or(0);
+    if uri_len > MAX_URI_BYTES {
+        return ApiError::UriTooLong.into_response();
+    }
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::RequestTimeout.into_response(),
+    }
+}

@@ -1,0 +1,481 @@
+//! Prometheus metrics served at `GET /metrics`.
+//!
+//! Each service owns its own recorder (nothing is installed globally), so several services in one
+//! process — tests, embedding — never mix their counts. Handles are registered once and cached:
+//! recording a decision is a read-locked map lookup by `&str` plus atomic adds, no allocation.
+//! Gauges that mirror state elsewhere (load manager, store, configuration) are refreshed when
+//! scraped rather than on every request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use parking_lot::RwLock;
+use tollgate_core::limit::{Limit, RateKey};
+use tollgate_core::load::Shed;
+use tollgate_core::store::{Store, StoreError};
+use tollgate_core::window::Verdict;
+use tollgate_core::{Decision, LimitError, Limiter, Outcome};
+
+/// Tenants that get their own label value; decisions of later tenants count under `other`.
+pub const MAX_TENANT_LABELS: usize = 100;
+/// The label value shared by tenants past [`MAX_TENANT_LABELS`].
+pub const OTHER_TENANT: &str = "other";
+
+static META: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// Latency buckets, seconds: from 25 µs (an in-memory decision) to 10 s (a stalled backend).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Every metric the service exports: name, kind, help. The README's metric list mirrors this.
+pub const CATALOG: &[(&str, &str, &str)] = &[
+    (
+        "tollgate_decisions_total",
+        "counter",
+        "Decisions by tenant and outcome (allowed, denied, shed, fail_open, error).",
+    ),
+    (
+        "tollgate_decision_duration_seconds",
+        "histogram",
+        "Time from a parsed check_and_consume request to its decision, queueing included.",
+    ),
+    (
+        "tollgate_queue_wait_seconds",
+        "histogram",
+        "Time admitted decisions waited in their tenant's queue.",
+    ),
+    (
+        "tollgate_store_duration_seconds",
+        "histogram",
+        "Store call latency by operation (check_and_consume, status).",
+    ),
+    (
+        "tollgate_store_errors_total",
+        "counter",
+        "Store calls that failed, by kind (unavailable, key_budget_exhausted).",
+    ),
+    (
+        "tollgate_store_healthy",
+        "gauge",
+        "1 while the store is reachable, 0 otherwise.",
+    ),
+    (
+        "tollgate_tracked_keys",
+        "gauge",
+        "Keys the store tracks (memory store).",
+    ),
+    (
+        "tollgate_load_in_flight",
+        "gauge",
+        "Decisions holding a load-manager slot.",
+    ),
+    (
+        "tollgate_load_capacity",
+        "gauge",
+        "max_global_concurrent_requests in effect.",
+    ),
+    (
+        "tollgate_load_queued",
+        "gauge",
+        "Requests waiting in tenant queues, all tenants.",
+    ),
+    (
+        "tollgate_load_queued_per_tenant",
+        "gauge",
+        "Requests waiting per tenant (bounded tenant labels).",
+    ),
+    (
+        "tollgate_load_dispatched_total",
+        "counter",
+        "Requests admitted by the load manager.",
+    ),
+    (
+        "tollgate_load_dispatched_after_wait_total",
+        "counter",
+        "Admitted requests that had to queue first.",
+    ),
+    (
+        "tollgate_load_cancelled_total",
+        "counter",
+        "Queued requests whose caller went away.",
+    ),
+    (
+        "tollgate_load_rejections_total",
+        "counter",
+        "Requests shed by the load manager, by reason (tenant_queue_full, timeout, shutting_down).",
+    ),
+    (
+        "tollgate_config_version",
+        "gauge",
+        "Version of the configuration in effect.",
+    ),
+    (
+        "tollgate_config_reloads_total",
+        "counter",
+        "Config-file reloads (SIGHUP), by result (applied, rejected).",
+    ),
+    (
+        "tollgate_build_info",
+        "gauge",
+        "Always 1; the labels carry the build's version.",
+    ),
+];
+
+fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
+    Key::from_parts(
+        name,
+        labels
+            .iter()
+            .map(|(k, v)| Label::new(*k, v.to_string()))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Per-tenant handles, registered when a tenant first gets a label.
+struct TenantHandles {
+    allowed: Counter,
+    denied: Counter,
+    shed: Counter,
+    fail_open: Counter,
+    error: Counter,
+    queued: Gauge,
+}
+
+/// How a decision request ended, for `tollgate_decisions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecisionOutcome {
+    Allowed,
+    Denied,
+    Shed,
+    FailOpen,
+    /// The store could not decide and policy is deny, or the key budget is exhausted.
+    Error,
+}
+
+impl DecisionOutcome {
+    /// The outcome of a limiter call; `None` for requests that never reached a decision
+    /// (invalid arguments, no limit).
+    pub fn of(result: &Result<Decision, LimitError>) -> Option<Self> {
+        match result {
+            Ok(d) => Some(match d.outcome {
+                Outcome::Decided(v) if v.allowed => DecisionOutcome::Allowed,
+                Outcome::Decided(_) => DecisionOutcome::Denied,
+                Outcome::FailOpen { .. } => DecisionOutcome::FailOpen,
+            }),
+            Err(LimitError::Shed(_)) => Some(DecisionOutcome::Shed),
+            Err(LimitError::Store(_)) => Some(DecisionOutcome::Error),
+            Err(LimitError::Invalid(_) | LimitError::NoLimit) => None,
+        }
+    }
+}
+
+/// The service's metrics.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    tenants: RwLock<HashMap<Box<str>, TenantHandles>>,
+    other: TenantHandles,
+    decision_duration: Histogram,
+    queue_wait: Histogram,
+    store_check_duration: Histogram,
+    store_status_duration: Histogram,
+    store_unavailable: Counter,
+    store_key_budget: Counter,
+    store_healthy: Gauge,
+    tracked_keys: Gauge,
+    in_flight: Gauge,
+    capacity: Gauge,
+    queued: Gauge,
+    dispatched: Counter,
+    dispatched_after_wait: Counter,
+    cancelled: Counter,
+    rejected_queue_full: Counter,
+    rejected_timeout: Counter,
+    rejected_shutdown: Counter,
+    config_version: Gauge,
+    reload_applied: Counter,
+    reload_rejected: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(LATENCY_BUCKETS)
+            .expect("the bucket list is non-empty")
+            .build_recorder();
+        for (name, kind, help) in CATALOG {
+            let n = KeyName::from_const_str(name);
+            let h = SharedString::const_str(help);
+            match *kind {
+                "counter" => recorder.describe_counter(n, None, h),
+                "gauge" => recorder.describe_gauge(n, None, h),
+                _ => recorder.describe_histogram(n, None, h),
+            }
+        }
+        let c = |name, labels: &[(&'static str, &str)]| {
+            recorder.register_counter(&key(name, labels), &META)
+        };
+        let g = |name, labels: &[(&'static str, &str)]| {
+            recorder.register_gauge(&key(name, labels), &META)
+        };
+        let h = |name, labels: &[(&'static str, &str)]| {
+            recorder.register_histogram(&key(name, labels), &META)
+        };
+        g(
+            "tollgate_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+        )
+        .set(1.0);
+        let rejections = "tollgate_load_rejections_total";
+        let store_errors = "tollgate_store_errors_total";
+        let store_duration = "tollgate_store_duration_seconds";
+        let reloads = "tollgate_config_reloads_total";
+        Self {
+            other: tenant_handles(&recorder, OTHER_TENANT),
+            tenants: RwLock::new(HashMap::new()),
+            decision_duration: h("tollgate_decision_duration_seconds", &[]),
+            queue_wait: h("tollgate_queue_wait_seconds", &[]),
+            store_check_duration: h(store_duration, &[("op", "check_and_consume")]),
+            store_status_duration: h(store_duration, &[("op", "status")]),
+            store_unavailable: c(store_errors, &[("kind", "unavailable")]),
+            store_key_budget: c(store_errors, &[("kind", "key_budget_exhausted")]),
+            store_healthy: g("tollgate_store_healthy", &[]),
+            tracked_keys: g("tollgate_tracked_keys", &[]),
+            in_flight: g("tollgate_load_in_flight", &[]),
+            capacity: g("tollgate_load_capacity", &[]),
+            queued: g("tollgate_load_queued", &[]),
+            dispatched: c("tollgate_load_dispatched_total", &[]),
+            dispatched_after_wait: c("tollgate_load_dispatched_after_wait_total", &[]),
+            cancelled: c("tollgate_load_cancelled_total", &[]),
+            rejected_queue_full: c(rejections, &[("reason", Shed::QueueFull.as_str())]),
+            rejected_timeout: c(rejections, &[("reason", Shed::Timeout.as_str())]),
+            rejected_shutdown: c(rejections, &[("reason", Shed::ShuttingDown.as_str())]),
+            config_version: g("tollgate_config_version", &[]),
+            reload_applied: c(reloads, &[("result", "applied")]),
+            reload_rejected: c(reloads, &[("result", "rejected")]),
+            handle: recorder.handle(),
+            recorder,
+        }
+    }
+
+    /// Calls `f` with the handles of `tenant`'s label, registering it while labels remain.
+    fn with_tenant<R>(&self, tenant: &str, f: impl FnOnce(&TenantHandles) -> R) -> R {
+        {
+            let map = self.tenants.read();
+            if let Some(t) = map.get(tenant) {
+                return f(t);
+            }
+            if map.len() >= MAX_TENANT_LABELS {
+                return f(&self.other);
+            }
+        }
+        let mut map = self.tenants.write();
+        if !map.contains_key(tenant) && map.len() < MAX_TENANT_LABELS && tenant != OTHER_TENANT {
+            map.insert(tenant.into(), tenant_handles(&self.recorder, tenant));
+        }
+        f(map.get(tenant).unwrap_or(&self.other))
+    }
+
+    /// Records one `check_and_consume` call that reached the limiter.
+    pub fn record_decision(
+        &self,
+        tenant: &str,
+        result: &Result<Decision, LimitError>,
+        started: Instant,
+    ) {
+        let Some(outcome) = DecisionOutcome::of(result) else {
+            return;
+        };
+        self.decision_duration.record(started.elapsed());
+        if let Ok(d) = result {
+            self.queue_wait.record(d.waited);
+        }
+        self.with_tenant(tenant, |t| {
+            match outcome {
+                DecisionOutcome::Allowed => &t.allowed,
+                DecisionOutcome::Denied => &t.denied,
+                DecisionOutcome::Shed => &t.shed,
+                DecisionOutcome::FailOpen => &t.fail_open,
+                DecisionOutcome::Error => &t.error,
+            }
+            .increment(1)
+        });
+    }
+
+    pub fn record_reload(&self, applied: bool) {
+        if applied {
+            self.reload_applied.increment(1);
+        } else {
+            self.reload_rejected.increment(1);
+        }
+    }
+
+    fn record_store(&self, hist: &Histogram, started: Instant, err: Option<&StoreError>) {
+        hist.record(started.elapsed());
+        match err {
+            Some(StoreError::Unavailable(_)) => self.store_unavailable.increment(1),
+            Some(StoreError::KeyBudgetExhausted { .. }) => self.store_key_budget.increment(1),
+            None => {}
+        }
+    }
+
+    /// Refreshes the gauges that mirror other components, then renders the exposition text.
+    pub fn render(&self, limiter: &Limiter) -> String {
+        let store = limiter.store();
+        self.store_healthy
+            .set(if store.is_healthy() { 1.0 } else { 0.0 });
+        if let Some(n) = store.tracked_keys() {
+            self.tracked_keys.set(n as f64);
+        }
+        let load = limiter.load();
+        let snap = load.snapshot();
+        self.in_flight.set(snap.in_flight as f64);
+        self.capacity.set(snap.capacity as f64);
+        self.queued.set(snap.queued as f64);
+        let counters = load.counters();
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        self.dispatched.absolute(get(&counters.dispatched));
+        self.dispatched_after_wait
+            .absolute(get(&counters.dispatched_after_wait));
+        self.cancelled.absolute(get(&counters.cancelled));
+        self.rejected_queue_full
+            .absolute(get(&counters.rejected_queue_full));
+        self.rejected_timeout
+            .absolute(get(&counters.rejected_timeout));
+        self.rejected_shutdown
+            .absolute(get(&counters.rejected_shutdown));
+        self.config_version
+            .set(limiter.config().snapshot().version as f64);
+        // Zero every labelled queue first: a tenant whose queue emptied must not keep its last value.
+        let per_tenant = load.queued_per_tenant();
+        {
+            let map = self.tenants.read();
+            for t in map.values() {
+                t.queued.set(0.0);
+            }
+            self.other.queued.set(0.0);
+        }
+        for (tenant, n) in per_tenant {
+            self.with_tenant(&tenant, |t| t.queued.increment(n as f64));
+        }
+        self.handle.render()
+    }
+
+    /// Folds recorded histogram samples into their buckets; call periodically so samples do not
+    /// pile up between scrapes.
+    pub fn run_upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    /// Runs [`Metrics::run_upkeep`] every `every` until the returned guard is dropped.
+    pub fn spawn_upkeep(self: &Arc<Self>, every: Duration) -> UpkeepGuard {
+        let me = Arc::downgrade(self);
+        UpkeepGuard(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match me.upgrade() {
+                    Some(m) => m.run_upkeep(),
+                    None => return,
+                }
+            }
+        }))
+    }
+}
+
+fn tenant_handles(recorder: &PrometheusRecorder, tenant: &str) -> TenantHandles {
+    let name = "tollgate_decisions_total";
+    let c = |outcome| {
+        recorder.register_counter(
+            &key(name, &[("tenant", tenant), ("outcome", outcome)]),
+            &META,
+        )
+    };
+    TenantHandles {
+        allowed: c("allowed"),
+        denied: c("denied"),
+        shed: c("shed"),
+        fail_open: c("fail_open"),
+        error: c("error"),
+        queued: recorder.register_gauge(
+            &key("tollgate_load_queued_per_tenant", &[("tenant", tenant)]),
+            &META,
+        ),
+    }
+}
+
+/// Stops the upkeep task when dropped.
+pub struct UpkeepGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for UpkeepGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A store that times every call and counts its errors, around any other store.
+pub struct InstrumentedStore {
+    inner: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+}
+
+impl InstrumentedStore {
+    pub fn new(inner: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+}
+
+#[async_trait]
+impl Store for InstrumentedStore {
+    async fn check_and_consume(
+        &self,
+        key: RateKey<'_>,
+        limit: Limit,
+        cost: u64,
+    ) -> Result<Verdict, StoreError> {
+        let started = Instant::now();
+        let r = self.inner.check_and_consume(key, limit, cost).await;
+        self.metrics.record_store(
+            &self.metrics.store_check_duration,
+            started,
+            r.as_ref().err(),
+        );
+        r
+    }
+
+    async fn status(&self, key: RateKey<'_>, limit: Limit) -> Result<Verdict, StoreError> {
+        let started = Instant::now();
+        let r = self.inner.status(key, limit).await;
+        self.metrics.record_store(
+            &self.metrics.store_status_duration,
+            started,
+            r.as_ref().err(),
+        );
+        r
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.inner.is_healthy()
+    }
+
+    fn tracked_keys(&self) -> Option<u64> {
+        self.inner.tracked_keys()
+    }
+
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+}
