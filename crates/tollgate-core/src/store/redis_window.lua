@@ -1,7 +1,7 @@
 -- tollgate: one atomic sliding-window-log decision, the same algorithm as window.rs (WindowLog).
 --
 -- KEYS[1]  the key's log
--- ARGV[1]  'c' = check and consume, 's' = status (reads only, writes nothing)
+-- ARGV[1]  'c' = check and consume, 's' = status (consumes nothing; keeps evictions)
 -- ARGV[2]  max_requests
 -- ARGV[3]  window in microseconds
 -- ARGV[4]  cost
@@ -100,13 +100,6 @@ local function fits_at(c)
   return reset_at()
 end
 
-if not consume then
-  local allowed = used < max
-  local retry = -1
-  if not allowed then retry = fits_at(1) end
-  return {allowed and 1 or 0, used, reset_at(), retry, now}
-end
-
 -- Rewrites the string to hold only the live records, with room for `newcap`, rebased when asked.
 local function rewrite(newcap, rebase_t, rebase_c)
   local live = count - head
@@ -133,15 +126,33 @@ local function write_header()
 end
 
 local function expire()
-  if last_at == nil then return end
+  -- With a test-supplied time, Redis's own expiry (real time) would not match the log's time.
+  if last_at == nil or ARGV[5] then return end
   -- The key is useless once its newest entry leaves the window.
   local ttl_us = last_at + window - now
   redis.call('PEXPIRE', key, math.max(1, math.ceil(ttl_us / 1000)))
 end
 
 -- Give memory back once live records fill under a quarter of the string; only after evictions.
-if changed and cap > 64 and (count - head) * 4 < cap then
+if changed and head < count and cap > 64 and (count - head) * 4 < cap then
   rewrite(math.max(4, (count - head) * 2))
+end
+
+if not consume then
+  -- A status read keeps what it evicted, as WindowLog does: eviction under a shorter window
+  -- must be permanent in both stores or they would diverge.
+  if changed then
+    if head == count then
+      redis.call('DEL', key)
+    else
+      write_header()
+      expire()
+    end
+  end
+  local allowed = used < max
+  local retry = -1
+  if not allowed then retry = fits_at(1) end
+  return {allowed and 1 or 0, used, reset_at(), retry, now}
 end
 
 if used + cost > max then
