@@ -12,7 +12,9 @@
 -- Representation: one Redis string, so memory is ~12 bytes per entry instead of the ~120 a sorted
 -- set costs, and every read or write is a GETRANGE/SETRANGE of a few bytes, never O(entries):
 --
---   header (40 bytes, big-endian u64s): head, count, base_time, base_cum, evicted
+--   header (72 bytes, big-endian u64s): head, count, cap, base_time, base_cum, evicted, and a
+--          copy of the oldest live entry's time and the newest entry's time and cumulative cost,
+--          so the common decision reads 72 bytes and touches no record
 --   records (12 bytes each, index 0..cap): u48 time offset from base_time, u48 cumulative cost
 --                                           offset from base_cum
 --
@@ -38,17 +40,16 @@ else
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
-local H, R = 40, 12
-local HFMT, RFMT = '>I8I8I8I8I8', '>I6I6'
+local H, R = 72, 12
+local HFMT, RFMT = '>I8I8I8I8I8I8I8I8I8', '>I6I6'
 -- Record offsets are 48-bit; rebase before one would overflow.
 local LIMIT48 = 281474976710656
 
-local head, count, base_t, base_c, evicted = 0, 0, 0, 0, 0
-local cap = 0
+-- head_at, last_at and last_c are meaningful only while head < count (something is live).
+local head, count, cap, base_t, base_c, evicted, head_at, last_at, last_c = 0, 0, 0, 0, 0, 0, 0, 0, 0
 local hdr = redis.call('GETRANGE', key, 0, H - 1)
 if #hdr == H then
-  head, count, base_t, base_c, evicted = struct.unpack(HFMT, hdr)
-  cap = math.floor((redis.call('STRLEN', key) - H) / R)
+  head, count, cap, base_t, base_c, evicted, head_at, last_at, last_c = struct.unpack(HFMT, hdr)
 end
 
 local function rec(i)
@@ -59,29 +60,26 @@ end
 
 -- Evict: entries at `at` are counted while now < at + window.
 local changed = false
-if head < count then
-  local a = rec(head)
-  if a + window <= now then
-    local lo, hi = head + 1, count
-    while lo < hi do
-      local mid = math.floor((lo + hi) / 2)
-      if rec(mid) + window > now then hi = mid else lo = mid + 1 end
-    end
-    local _, c = rec(lo - 1)
-    evicted = c
-    head = lo
-    changed = true
+if head < count and head_at + window <= now then
+  local lo, hi = head + 1, count
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if rec(mid) + window > now then hi = mid else lo = mid + 1 end
   end
+  local _, c = rec(lo - 1)
+  evicted = c
+  head = lo
+  if head < count then head_at = rec(head) end
+  changed = true
 end
 
-local last_at, last_c = nil, evicted
-if head < count then
-  last_at, last_c = rec(count - 1)
+if head == count then
+  last_at, last_c = nil, evicted
 end
 local used = last_c - evicted
 
 local function reset_at()
-  if head < count then return rec(head) + window end
+  if head < count then return head_at + window end
   return now
 end
 
@@ -122,7 +120,8 @@ local function rewrite(newcap, rebase_t, rebase_c)
 end
 
 local function write_header()
-  redis.call('SETRANGE', key, 0, struct.pack(HFMT, head, count, base_t, base_c, evicted))
+  redis.call('SETRANGE', key, 0, struct.pack(HFMT, head, count, cap, base_t, base_c, evicted,
+    head_at, last_at or 0, last_c))
 end
 
 local function expire()
@@ -177,10 +176,10 @@ else
   if head == count then
     -- Nothing live: start over in place, rebased at this entry.
     head, count, base_t, base_c = 0, 0, at, evicted
-    changed = true
     if cap > 64 then rewrite(4) end
+    head_at = at
   elseif at - base_t >= LIMIT48 or newc - base_c >= LIMIT48 then
-    rewrite(math.max(cap, count - head + 4), rec(head), evicted)
+    rewrite(math.max(cap, count - head + 4), head_at, evicted)
   end
   if count >= cap then
     local live = count - head
@@ -192,9 +191,8 @@ else
   end
   redis.call('SETRANGE', key, H + count * R, struct.pack(RFMT, at - base_t, newc - base_c))
   count = count + 1
-  changed = true
 end
-if changed then write_header() end
 last_at, last_c = at, newc
+write_header()
 expire()
 return {1, used + cost, reset_at(), -1, now}
