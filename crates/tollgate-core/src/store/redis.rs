@@ -74,7 +74,15 @@ impl RedisStore {
         let conn = RedisConnection::connect(redis)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot connect to Redis: {e}")))?;
-        Ok(Self::with_connection(conn, redis.command_timeout, opts))
+        let store = Self::with_connection(conn, redis.command_timeout, opts);
+        // Load the script up front so the first burst of decisions does not each hit NOSCRIPT
+        // and load it again. Best effort: EVALSHA reloads it whenever it is missing anyway.
+        let mut conn = store.inner.conn.clone();
+        let load = store.inner.script.load_async(&mut conn);
+        if let Ok(Err(e)) = tokio::time::timeout(redis.connect_timeout, load).await {
+            tracing::debug!(error = %e, "could not preload the decision script");
+        }
+        Ok(store)
     }
 
     /// A store over an existing connection (shared with the config backend).
