@@ -244,14 +244,8 @@ async fn time_until_limit(base: &str, tenant: &str, max: u64) -> Duration {
     panic!("{base} never applied the limit {max}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_config_change_through_one_instance_governs_another_within_a_second() {
-    if skip_without_redis("config propagation") {
-        return;
-    }
-    let _serial = SERIAL.lock().await;
-    let redis = RedisServer::start();
-    let urls = vec![redis.url()];
+/// A change through A governs B within a second, and back; a restarted instance keeps it.
+async fn config_propagates(urls: Vec<String>) {
     let a = Instance::start(&urls, &[]).await;
     let mut b = Instance::start(&urls, &[]).await;
     put_action(&a.base, "tp", "x", 3).await;
@@ -277,6 +271,26 @@ async fn a_config_change_through_one_instance_governs_another_within_a_second() 
         cfg["tenants"]["tp"]["actions"]["x"]["max_requests"], 5,
         "{cfg}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_change_through_one_instance_governs_another_within_a_second() {
+    if skip_without_redis("config propagation") {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let redis = RedisServer::start();
+    config_propagates(vec![redis.url()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_propagates_over_a_redis_cluster_too() {
+    if skip_without_redis("config propagation over a cluster") {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let cluster = RedisCluster::start();
+    config_propagates(cluster.urls()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
