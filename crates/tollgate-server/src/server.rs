@@ -60,6 +60,11 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
         StoreKind::Redis => {
             // The Redis store decides on Redis time; this instance's clock plays no part.
             let _ = clock;
+            if args.redis_url.iter().all(|u| u.trim().is_empty()) {
+                anyhow::bail!(
+                    "--store redis needs --redis-url redis://host:port (repeat or comma-separate for Redis Cluster seed nodes)"
+                );
+            }
             let mut redis = RedisOptions::new(args.redis_url.clone());
             redis.command_timeout = Duration::from_millis(args.redis_timeout_ms.max(1));
             redis.force_cluster = args.redis_cluster;
