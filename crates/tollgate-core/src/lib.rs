@@ -4,6 +4,7 @@
 //! - [`limit`] — limits, ids, costs, the injective key, and their validation.
 //! - [`window`] — the exact sliding-window log of one key.
 //! - [`store`] — the `Store` trait (one atomic check-and-consume) and the in-memory store.
+//! - [`redis_conn`] — one connection type over a Redis node or a Redis Cluster.
 //! - [`config`] — the ConfigurationManager: limit hierarchy, weights, global settings, persistence.
 //! - [`load`] — the TenantLoadManager: bounded concurrency with fair per-tenant queues.
 //! - [`limiter`] — the orchestrator tying them together.
@@ -14,6 +15,7 @@ pub mod config;
 pub mod limit;
 pub mod limiter;
 pub mod load;
+pub mod redis_conn;
 pub mod store;
 pub mod window;
 

@@ -82,6 +82,28 @@ pub struct RunArgs {
     /// Most keys the memory store tracks; new keys past it get 503 key_budget_exhausted.
     #[arg(long, env = "TOLLGATE_MAX_KEYS", default_value_t = tollgate_core::store::memory::DEFAULT_MAX_KEYS)]
     pub max_keys: usize,
+    /// Redis mode: longest a Redis command may take before it counts as a store failure.
+    #[arg(long, env = "TOLLGATE_REDIS_TIMEOUT_MS", default_value_t = 50)]
+    pub redis_timeout_ms: u64,
+    /// Redis mode: while Redis is failing, how often one request probes it (the rest fail fast).
+    #[arg(long, env = "TOLLGATE_REDIS_PROBE_INTERVAL_MS", default_value_t = 500)]
+    pub redis_probe_interval_ms: u64,
+    /// Redis mode: prefix of every key and channel tollgate uses, so deployments can share a Redis.
+    #[arg(long, env = "TOLLGATE_REDIS_PREFIX", default_value = "tollgate")]
+    pub redis_prefix: String,
+    /// Redis mode: treat a single --redis-url as a Redis Cluster seed node.
+    #[arg(long, env = "TOLLGATE_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+    /// Testing aid: offset this instance's clock by this many milliseconds (simulates a host with
+    /// a skewed clock; in redis mode decisions use Redis time and must not change).
+    #[arg(
+        long,
+        env = "TOLLGATE_CLOCK_OFFSET_MS",
+        default_value_t = 0,
+        hide = true,
+        allow_hyphen_values = true
+    )]
+    pub clock_offset_ms: i64,
     #[command(flatten)]
     pub http: HttpArgs,
 }

@@ -10,12 +10,14 @@
 //! - [`hardening`] — per-request timeout and size limits.
 //! - [`listen`] — the accept loop: connection cap, header deadline, graceful shutdown.
 //! - [`reload`] — applying the `--config` file again on SIGHUP.
+//! - [`config_sync`] — redis mode: applying configuration changed by other instances.
 //! - [`server`] — building the service from flags, serving, graceful shutdown.
 #![forbid(unsafe_code)]
 
 pub mod access_log;
 pub mod api;
 pub mod cli;
+pub mod config_sync;
 pub mod error;
 pub mod extract;
 pub mod hardening;

@@ -6,10 +6,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tollgate_core::clock::{Clock, SkewedClock, SystemClock};
 use tollgate_core::config::{
-    parse_toml, ConfigBackend, ConfigDocument, ConfigManager, FileBackend,
+    parse_toml, ConfigBackend, ConfigDocument, ConfigError, ConfigManager, FileBackend,
+    RedisConfigBackend,
 };
-use tollgate_core::store::{MemoryStore, Store};
+use tollgate_core::redis_conn::RedisOptions;
+use tollgate_core::store::{MemoryStore, RedisStore, RedisStoreOptions, Store};
 use tollgate_core::{Limiter, StoreErrorPolicy};
 
 use crate::api::router_with;
@@ -50,21 +53,57 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
     let http = HttpLimits::from_args(&args.http)?;
     let seed = args.config.as_deref().map(read_config_file).transpose()?;
     let mut background: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
+    let clock: Arc<dyn Clock> = if args.clock_offset_ms == 0 {
+        Arc::new(SystemClock)
+    } else {
+        tracing::warn!(
+            offset_ms = args.clock_offset_ms,
+            "this instance's clock is deliberately offset (--clock-offset-ms)"
+        );
+        Arc::new(SkewedClock {
+            inner: SystemClock,
+            offset_micros: args.clock_offset_ms.saturating_mul(1000),
+        })
+    };
+    let mut redis_sync = None;
     let (store, backend): (Arc<dyn Store>, Arc<dyn ConfigBackend>) = match args.store {
         StoreKind::Memory => {
-            let store =
-                MemoryStore::new(Arc::new(tollgate_core::clock::SystemClock), args.max_keys);
+            let store = MemoryStore::new(clock, args.max_keys);
             background.push(Box::new(store.spawn_sweeper(Duration::from_secs(1))));
             let backend = FileBackend::new(&args.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
             (Arc::new(store), Arc::new(backend))
         }
         StoreKind::Redis => {
-            anyhow::bail!("--store redis is not available in this build yet; use --store memory")
+            // The Redis store decides on Redis time; this instance's clock plays no part.
+            let _ = clock;
+            if args.redis_url.iter().all(|u| u.trim().is_empty()) {
+                anyhow::bail!(
+                    "--store redis needs --redis-url redis://host:port (repeat or comma-separate for Redis Cluster seed nodes)"
+                );
+            }
+            let mut redis = RedisOptions::new(args.redis_url.clone());
+            redis.command_timeout = Duration::from_millis(args.redis_timeout_ms.max(1));
+            redis.force_cluster = args.redis_cluster;
+            let store = RedisStore::connect(
+                &redis,
+                RedisStoreOptions {
+                    key_prefix: format!("{}{{}}:w:", args.redis_prefix),
+                    probe_interval: Duration::from_millis(args.redis_probe_interval_ms.max(1)),
+                    ..RedisStoreOptions::default()
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e} (--redis-url {})", args.redis_url.join(",")))?;
+            let backend = Arc::new(RedisConfigBackend::new(
+                store.connection().clone(),
+                &args.redis_prefix,
+                Duration::from_secs(2),
+            ));
+            redis_sync = Some(backend.clone());
+            (Arc::new(store), backend)
         }
     };
-    let config = ConfigManager::open(backend, seed)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = open_config(backend, seed).await?;
     let policy = match args.on_store_error {
         OnStoreError::Allow => StoreErrorPolicy::Allow,
         OnStoreError::Deny => StoreErrorPolicy::Deny,
@@ -73,6 +112,13 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
     background.push(Box::new(metrics.spawn_upkeep(Duration::from_secs(5))));
     let store: Arc<dyn Store> = Arc::new(InstrumentedStore::new(store, metrics.clone()));
     let limiter = Arc::new(Limiter::new(Arc::new(config), store, policy));
+    if let Some(backend) = redis_sync {
+        background.push(Box::new(crate::config_sync::spawn(
+            limiter.clone(),
+            backend,
+            args.redis_url.clone(),
+        )));
+    }
     let state = AppState::with_metrics(limiter, args.admin_token.clone(), metrics);
     background.push(Box::new(crate::reload::reload_on_sighup(
         state.clone(),
@@ -83,6 +129,22 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
         http,
         _background: background,
     })
+}
+
+/// Opens the stored configuration. Instances starting together over one Redis may race to store
+/// the initial one; the loser retries and adopts the winner's.
+async fn open_config(
+    backend: Arc<dyn ConfigBackend>,
+    seed: Option<ConfigDocument>,
+) -> anyhow::Result<ConfigManager> {
+    let mut attempts = 0;
+    loop {
+        match ConfigManager::open(backend.clone(), seed.clone()).await {
+            Ok(c) => return Ok(c),
+            Err(ConfigError::Conflict { .. }) if attempts < 3 => attempts += 1,
+            Err(e) => return Err(anyhow::anyhow!("{e}")),
+        }
+    }
 }
 
 /// Serves until `shutdown` resolves, then drains: health answers `draining`, no new connections

@@ -4,6 +4,7 @@
 
 mod document;
 mod file;
+mod redis;
 mod snapshot;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ pub use document::{
     DEFAULT_QUEUE_TIMEOUT_MS,
 };
 pub use file::{parse_toml, FileBackend};
+pub use redis::RedisConfigBackend;
 pub use snapshot::{Snapshot, TenantLimits};
 
 use crate::limit::{validate_id, Limit};

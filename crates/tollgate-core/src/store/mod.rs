@@ -1,7 +1,9 @@
 //! Where logs live. A store makes one atomic check-and-consume per decision; the limiter above it
 //! never reads then writes, so concurrent callers (or instances) cannot both take the last slot.
 
+pub mod breaker;
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 
@@ -9,6 +11,7 @@ use crate::limit::{Limit, RateKey};
 use crate::window::Verdict;
 
 pub use memory::MemoryStore;
+pub use redis::{RedisStore, RedisStoreOptions};
 
 /// Why a store could not decide.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
