@@ -171,6 +171,11 @@ impl WindowLog {
                 return;
             }
         }
+        if self.entries.capacity() == 0 {
+            // Most keys are idle with a single entry; VecDeque's first growth would reserve four
+            // (64 bytes), which was a quarter of the memory per tracked key.
+            self.entries.reserve_exact(1);
+        }
         self.entries.push_back(Entry { at, cumulative });
     }
 

@@ -1,0 +1,72 @@
+//! The full decision path, `Limiter::check_and_consume`: id validation, limit resolution from the
+//! configuration snapshot, load-manager admission and release, and the memory store — driven on a
+//! current-thread tokio runtime as a handler would call it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use tollgate_core::clock::SystemClock;
+use tollgate_core::config::{ConfigDocument, ConfigManager, LimitSpec, TenantDocument};
+use tollgate_core::store::MemoryStore;
+use tollgate_core::{DecisionRequest, Limit, Limiter, RateKey, StoreErrorPolicy};
+
+/// 100 tenants with an action limit each and a handful of client overrides, so resolution walks
+/// populated maps rather than empty ones.
+fn config() -> ConfigDocument {
+    let spec = LimitSpec {
+        max_requests: 1_000_000_000,
+        window_duration_seconds: 3600.0,
+    };
+    let mut doc = ConfigDocument::default();
+    doc.global.max_global_concurrent_requests = 1000;
+    for t in 0..100 {
+        let mut td = TenantDocument {
+            weight: 1,
+            ..Default::default()
+        };
+        td.actions.insert("api_call".into(), spec);
+        let mut vip = BTreeMap::new();
+        vip.insert("api_call".to_string(), spec);
+        td.clients.insert("vip".into(), vip);
+        doc.tenants.insert(format!("tenant-{t}"), td);
+    }
+    doc
+}
+
+fn limiter(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = Arc::new(ConfigManager::in_memory(config()).unwrap());
+    let store = Arc::new(MemoryStore::new(Arc::new(SystemClock), 1_000_000));
+    let limiter = Limiter::new(config, store, StoreErrorPolicy::Allow);
+    let requested = Some(Limit::new(1_000_000_000, 3600.0).unwrap());
+
+    let mut g = c.benchmark_group("limiter");
+    // The limit comes from the tenant's action configuration.
+    g.bench_function("hot_key_action_limit", |b| {
+        let req = DecisionRequest {
+            key: RateKey::new("tenant-42", "user123", "api_call"),
+            requested: None,
+            cost: 1,
+        };
+        b.to_async(&rt)
+            .iter(|| async { black_box(limiter.check_and_consume(black_box(req)).await) });
+    });
+    // No configuration for this tenant: the limit in the request applies.
+    g.bench_function("hot_key_request_limit", |b| {
+        let req = DecisionRequest {
+            key: RateKey::new("unconfigured", "user123", "api_call"),
+            requested,
+            cost: 1,
+        };
+        b.to_async(&rt)
+            .iter(|| async { black_box(limiter.check_and_consume(black_box(req)).await) });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, limiter);
+criterion_main!(benches);

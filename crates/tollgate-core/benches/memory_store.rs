@@ -1,0 +1,188 @@
+//! The memory store's decision (`MemoryStore::check_and_consume_sync`): one hot key, 1,000,000
+//! distinct keys, and two threads on distinct and on shared keys. The store reads the system clock
+//! as it does in the service.
+
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use tollgate_core::clock::SystemClock;
+use tollgate_core::store::MemoryStore;
+use tollgate_core::{Limit, RateKey};
+
+const MANY: usize = 1_000_000;
+
+/// Never denies during a benchmark, so every call does the full allow path.
+fn big_limit() -> Limit {
+    Limit::new(1_000_000_000, 3600.0).unwrap()
+}
+
+fn store() -> MemoryStore {
+    MemoryStore::new(Arc::new(SystemClock), 2 * MANY)
+}
+
+/// Ids for `n` distinct keys spread over 1,000 tenants, built up front so the timed loop does no
+/// formatting.
+fn keys(n: usize, prefix: &str) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| {
+            (
+                format!("tenant-{}", i % 1000),
+                format!("{prefix}client-{i}"),
+            )
+        })
+        .collect()
+}
+
+/// The ids of key `i` (the same as `keys(n, "")[i]`), formatted into stack buffers.
+struct Ids {
+    tenant: [u8; 16],
+    tenant_len: usize,
+    client: [u8; 24],
+    client_len: usize,
+}
+
+impl Ids {
+    fn new(i: usize) -> Self {
+        let mut ids = Ids {
+            tenant: [0; 16],
+            tenant_len: 0,
+            client: [0; 24],
+            client_len: 0,
+        };
+        ids.tenant_len = put(&mut ids.tenant, b"tenant-", i % 1000);
+        ids.client_len = put(&mut ids.client, b"client-", i);
+        ids
+    }
+
+    fn key(&self) -> RateKey<'_> {
+        fn text(b: &[u8]) -> &str {
+            std::str::from_utf8(b).unwrap()
+        }
+        RateKey::new(
+            text(&self.tenant[..self.tenant_len]),
+            text(&self.client[..self.client_len]),
+            "api_call",
+        )
+    }
+}
+
+/// Writes `prefix` then `n` in decimal; returns the length.
+fn put(buf: &mut [u8], prefix: &[u8], mut n: usize) -> usize {
+    buf[..prefix.len()].copy_from_slice(prefix);
+    let mut digits = [0u8; 20];
+    let mut d = digits.len();
+    loop {
+        d -= 1;
+        digits[d] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = prefix.len() + digits.len() - d;
+    buf[prefix.len()..len].copy_from_slice(&digits[d..]);
+    len
+}
+
+/// xorshift64*: a cheap deterministic index stream, so the random pick costs ~1 ns.
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n as u64) as usize
+    }
+}
+
+/// A store holding keys 0..MANY, each with one logged request.
+fn populated(clock: Arc<dyn tollgate_core::clock::Clock>) -> MemoryStore {
+    let s = MemoryStore::new(clock, 2 * MANY);
+    for i in 0..MANY {
+        s.check_and_consume_sync(Ids::new(i).key(), big_limit(), 1)
+            .unwrap();
+    }
+    assert_eq!(s.key_count(), MANY);
+    s
+}
+
+// Criterion calls each benchmark's closure once per sample, so state is built outside it.
+fn one_thread(c: &mut Criterion) {
+    let mut g = c.benchmark_group("memory_store");
+    let limit = big_limit();
+
+    let s = store();
+    g.bench_function("hot_key", |b| {
+        let key = RateKey::new("org_a_123", "user123", "api_call");
+        b.iter(|| black_box(s.check_and_consume_sync(black_box(key), limit, 1)));
+    });
+    drop(s);
+
+    // Random lookups among a million keys. The ids are formatted on the stack per call, as a
+    // server has them fresh from the request body; reading them from a million-entry table would
+    // add the harness's own cache misses.
+    // Built on first use so a filtered run that skips this benchmark does not pay for it.
+    let mut s = None;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    g.bench_function("1M_keys_random", |b| {
+        let s = s.get_or_insert_with(|| populated(Arc::new(SystemClock)));
+        b.iter(|| black_box(s.check_and_consume_sync(Ids::new(rng.below(MANY)).key(), limit, 1)));
+    });
+    drop(s);
+    g.finish();
+}
+
+/// Runs `iters` decisions split over two threads and returns the wall time: the figure is wall
+/// time per decision with both cores working (half the one-thread figure would be perfect scaling).
+fn two_threads(
+    s: &MemoryStore,
+    ids: &[Vec<(String, String)>; 2],
+    limit: Limit,
+    iters: u64,
+) -> Duration {
+    let barrier = Barrier::new(3);
+    std::thread::scope(|scope| {
+        for (n, mine) in ids.iter().enumerate() {
+            let barrier = &barrier;
+            scope.spawn(move || {
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 + n as u64);
+                barrier.wait();
+                for _ in 0..iters / 2 {
+                    let (t, c) = &mine[rng.below(mine.len())];
+                    black_box(s.check_and_consume_sync(RateKey::new(t, c, "api_call"), limit, 1))
+                        .ok();
+                }
+                barrier.wait();
+            });
+        }
+        barrier.wait();
+        let start = Instant::now();
+        barrier.wait();
+        start.elapsed()
+    })
+}
+
+fn two(c: &mut Criterion) {
+    let mut g = c.benchmark_group("memory_store_2_threads");
+    let limit = big_limit();
+
+    // Each thread has its own 10,000 keys: contention only where two keys share a shard.
+    let s = store();
+    let ids = [keys(10_000, "a-"), keys(10_000, "b-")];
+    g.bench_function("distinct_keys", |b| {
+        b.iter_custom(|iters| two_threads(&s, &ids, limit, iters));
+    });
+
+    // Both threads hammer the same 4 keys: worst case, the same shard locks bounce between cores.
+    let s = store();
+    let shared = keys(4, "");
+    let ids = [shared.clone(), shared];
+    g.bench_function("shared_keys", |b| {
+        b.iter_custom(|iters| two_threads(&s, &ids, limit, iters));
+    });
+    g.finish();
+}
+
+criterion_group!(benches, one_thread, two);
+criterion_main!(benches);
