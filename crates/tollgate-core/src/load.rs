@@ -88,6 +88,10 @@ struct TenantQueue {
     weight: u32,
     /// Grants left in this tenant's current turn.
     deficit: u32,
+    /// In the round-robin list. An emptied tenant is parked (kept, out of the list) rather than
+    /// freed, so a busy tenant that keeps emptying and refilling its queue does not allocate and
+    /// re-index itself on every request.
+    active: bool,
     waiters: VecDeque<Waiter>,
 }
 
@@ -103,6 +107,44 @@ struct State {
     index: hashbrown::HashMap<Box<str>, usize, foldhash::fast::RandomState>,
     /// Round-robin order of tenants with waiters (slab keys).
     active: VecDeque<usize>,
+    /// Tenants kept in `tenants` while out of the round robin; forgotten in bulk when they
+    /// outnumber the others, or when nobody waits at all.
+    parked: usize,
+}
+
+impl State {
+    /// Takes the front tenant out of the round robin; its entry stays for reuse.
+    fn park_front(&mut self, slot: usize) {
+        self.active.pop_front();
+        let tq = &mut self.tenants[slot];
+        tq.active = false;
+        tq.deficit = 0;
+        self.parked += 1;
+        // Bound the memory parked tenants hold: dropping them costs O(tenants) but happens only
+        // after as many parks, so it stays O(1) per request.
+        if self.parked > 1024 && self.parked * 2 > self.tenants.len() {
+            self.forget_parked();
+        }
+    }
+
+    fn forget_parked(&mut self) {
+        let State { tenants, index, .. } = self;
+        tenants.retain(|_, t| {
+            if !t.active {
+                index.remove(&t.name);
+            }
+            t.active
+        });
+        self.parked = 0;
+    }
+
+    /// Nobody waits: drop every per-tenant entry.
+    fn reset(&mut self) {
+        self.tenants.clear();
+        self.index.clear();
+        self.active.clear();
+        self.parked = 0;
+    }
 }
 
 struct Inner {
@@ -140,10 +182,8 @@ fn dispatch(st: &mut State, counters: &LoadCounters) {
         };
         let tq = &mut st.tenants[slot];
         let Some(w) = tq.waiters.pop_front() else {
-            // Emptied by cancellations; forget it now that it reached the front.
-            st.active.pop_front();
-            let tq = st.tenants.remove(slot);
-            st.index.remove(&tq.name);
+            // Emptied by cancellations; leave the round robin now that it reached the front.
+            st.park_front(slot);
             continue;
         };
         if tq.deficit == 0 {
@@ -162,12 +202,13 @@ fn dispatch(st: &mut State, counters: &LoadCounters) {
                 .fetch_add(1, Ordering::Relaxed);
         }
         if emptied {
-            st.active.pop_front();
-            let tq = st.tenants.remove(slot);
-            st.index.remove(&tq.name);
+            st.park_front(slot);
         } else if turn_over {
             st.active.rotate_left(1);
         }
+    }
+    if st.queued == 0 && !st.tenants.is_empty() {
+        st.reset();
     }
 }
 
@@ -185,6 +226,7 @@ impl LoadManager {
                     tenants: Slab::new(),
                     index: Default::default(),
                     active: VecDeque::new(),
+                    parked: 0,
                 }),
                 counters: LoadCounters::default(),
             }),
@@ -220,7 +262,15 @@ impl LoadManager {
             }
             let st = &mut *st;
             let slot = match st.index.get(tenant) {
-                Some(&s) => s,
+                Some(&s) => {
+                    let tq = &mut st.tenants[s];
+                    if !tq.active {
+                        tq.active = true;
+                        st.active.push_back(s);
+                        st.parked -= 1;
+                    }
+                    s
+                }
                 None => {
                     if st.max_queue == 0 {
                         drop_reject(&self.inner.counters, Shed::QueueFull);
@@ -230,6 +280,7 @@ impl LoadManager {
                         name: tenant.into(),
                         weight,
                         deficit: 0,
+                        active: true,
                         waiters: VecDeque::new(),
                     });
                     st.index.insert(tenant.into(), s);
@@ -309,9 +360,7 @@ impl LoadManager {
                 }
             }
         }
-        st.tenants.clear();
-        st.index.clear();
-        st.active.clear();
+        st.reset();
         st.queued = 0;
     }
 
@@ -376,12 +425,10 @@ impl WaitGuard<'_> {
                 tq.waiters.remove(pos);
                 st.queued -= 1;
                 // An emptied tenant stays in the round-robin list (removing it there would be
-                // O(tenants)); dispatch drops it when it reaches the front, and when nobody waits
+                // O(tenants)); dispatch parks it when it reaches the front, and when nobody waits
                 // at all the whole structure is reset here.
                 if st.queued == 0 {
-                    st.tenants.clear();
-                    st.index.clear();
-                    st.active.clear();
+                    st.reset();
                 }
                 return None;
             }
