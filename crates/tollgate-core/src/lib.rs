@@ -3,7 +3,8 @@
 //! - [`clock`] — time sources (system, manual for tests, skewed).
 //! - [`limit`] — limits, ids, costs, the injective key, and their validation.
 //! - [`window`] — the exact sliding-window log of one key.
-//! - [`store`] — the `Store` trait (one atomic check-and-consume) and the in-memory store.
+//! - [`store`] — the `Store` trait (one atomic check-and-consume), the in-memory store, and the
+//!   Redis store (one Lua script per decision) with its circuit breaker.
 //! - [`redis_conn`] — one connection type over a Redis node or a Redis Cluster.
 //! - [`config`] — the ConfigurationManager: limit hierarchy, weights, global settings, persistence.
 //! - [`load`] — the TenantLoadManager: bounded concurrency with fair per-tenant queues.

@@ -48,15 +48,6 @@ pub struct Decision {
     pub waited: Duration,
 }
 
-impl Decision {
-    pub fn allowed(&self) -> bool {
-        match self.outcome {
-            Outcome::Decided(v) => v.allowed,
-            Outcome::FailOpen { .. } => true,
-        }
-    }
-}
-
 /// Why no decision was made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimitError {

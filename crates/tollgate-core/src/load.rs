@@ -47,7 +47,7 @@ impl Shed {
     }
 }
 
-/// Counters for metrics; all monotonic except the gauges.
+/// Counters for metrics, all monotonic; the gauges are read from [`LoadManager::snapshot`].
 #[derive(Debug, Default)]
 pub struct LoadCounters {
     /// Requests admitted (immediately or from a queue).
@@ -59,8 +59,6 @@ pub struct LoadCounters {
     pub rejected_shutdown: AtomicU64,
     /// Waiters whose caller went away before being served.
     pub cancelled: AtomicU64,
-    /// Sum of queue waits of admitted requests, µs.
-    pub wait_micros_total: AtomicU64,
 }
 
 /// A point-in-time view of the load manager.
@@ -333,20 +331,10 @@ impl LoadManager {
                 }
             },
         };
-        match reply {
-            Ok(()) => {
-                let waited = started.elapsed();
-                self.inner
-                    .counters
-                    .wait_micros_total
-                    .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
-                Ok(Permit {
-                    inner: self.inner.clone(),
-                    waited,
-                })
-            }
-            Err(shed) => Err(shed),
-        }
+        reply.map(|()| Permit {
+            inner: self.inner.clone(),
+            waited: started.elapsed(),
+        })
     }
 
     /// Answers every queued request `shutting_down` (the grace period is over).

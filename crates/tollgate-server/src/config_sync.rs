@@ -85,10 +85,18 @@ pub fn spawn(
 }
 
 async fn subscribe_forever(urls: Vec<String>, channel: String, tx: tokio::sync::mpsc::Sender<()>) {
-    let mut attempt = 0usize;
-    loop {
-        let url = &urls[attempt % urls.len().max(1)];
-        attempt += 1;
+    // The same list the store connected with: `--redis-url "redis://a, redis://b"` is accepted
+    // there, so a padded or empty entry must not cost the subscription a failed attempt (or, with
+    // no URL left, index an empty list).
+    let urls: Vec<&str> = urls
+        .iter()
+        .map(|u| u.trim())
+        .filter(|u| !u.is_empty())
+        .collect();
+    if urls.is_empty() {
+        return;
+    }
+    for url in urls.iter().cycle() {
         match subscribe_once(url, &channel, &tx).await {
             Ok(()) => tracing::debug!("configuration subscription ended; resubscribing"),
             Err(e) => tracing::debug!(error = %e, url, "configuration subscription failed"),

@@ -49,8 +49,10 @@ fn seconds(flag: &str, v: f64) -> anyhow::Result<Duration> {
 
 impl HttpLimits {
     pub fn from_args(args: &HttpArgs) -> anyhow::Result<Self> {
-        if args.max_connections == 0 {
-            anyhow::bail!("--max-connections must be at least 1");
+        // The cap is a tokio Semaphore, which panics when created with more than MAX_PERMITS.
+        let max = tokio::sync::Semaphore::MAX_PERMITS;
+        if !(1..=max).contains(&args.max_connections) {
+            anyhow::bail!("--max-connections must be from 1 to {max}");
         }
         Ok(Self {
             request_timeout: seconds("request-timeout", args.request_timeout)?,

@@ -1,7 +1,7 @@
 //! tollgate-server: the HTTP JSON API over `tollgate-core`, and what the `tollgate` binary runs.
 //!
 //! - [`access_log`] — per-request log lines and `X-Request-Id`.
-//! - [`api`] — routes and handlers (decision, status, configuration, health).
+//! - [`api`] — routes and handlers (decision, status, configuration, health, metrics, OpenAPI).
 //! - [`error`] — the JSON error type every failure becomes.
 //! - [`extract`] — request extractors that answer bad input with that error.
 //! - [`state`] — what handlers share.

@@ -72,20 +72,18 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             );
         }
     }
-    if !(args.shutdown_grace.is_finite() && args.shutdown_grace >= 0.0) {
-        anyhow::bail!("--shutdown-grace must be a non-negative number of seconds");
-    }
+    // try_from: a huge value (1e30) would make Duration::from_secs_f64 panic.
+    let grace = Duration::try_from_secs_f64(args.shutdown_grace).map_err(|_| {
+        anyhow::anyhow!(
+            "--shutdown-grace must be a non-negative number of seconds, got {}",
+            args.shutdown_grace
+        )
+    })?;
     let service = server::build(&args).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr().unwrap_or(args.listen);
     tracing::info!(%addr, store = ?args.store, "tollgate listening");
-    server::run(
-        listener,
-        service,
-        server::shutdown_signal(),
-        Duration::from_secs_f64(args.shutdown_grace),
-    )
-    .await
+    server::run(listener, service, server::shutdown_signal(), grace).await
 }

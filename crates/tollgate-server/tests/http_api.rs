@@ -1,6 +1,8 @@
 //! The HTTP API through the real router (no socket): every endpoint, every error code, the limit
 //! precedence, and a table of malformed or hostile requests.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +11,7 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use serde_json::{json, Value};
+use support::SlowStore;
 use tollgate_core::clock::ManualClock;
 use tollgate_core::config::{ConfigDocument, ConfigManager};
 use tollgate_core::limit::{Limit, RateKey};
@@ -494,31 +497,6 @@ async fn key_budget_exhausted_is_a_clear_503() {
         check(&app, decision("t", "c", "a")).await.body["error"],
         "key_budget_exhausted"
     );
-}
-
-/// A store that takes a fixed time per decision, so requests pile up in the load manager.
-struct SlowStore {
-    inner: MemoryStore,
-    delay: Duration,
-}
-
-#[async_trait]
-impl Store for SlowStore {
-    async fn check_and_consume(
-        &self,
-        key: RateKey<'_>,
-        limit: Limit,
-        cost: u64,
-    ) -> Result<Verdict, StoreError> {
-        tokio::time::sleep(self.delay).await;
-        self.inner.check_and_consume_sync(key, limit, cost)
-    }
-    async fn status(&self, key: RateKey<'_>, limit: Limit) -> Result<Verdict, StoreError> {
-        Ok(self.inner.status_sync(key, limit))
-    }
-    fn kind(&self) -> &'static str {
-        "slow"
-    }
 }
 
 #[tokio::test(start_paused = true)]

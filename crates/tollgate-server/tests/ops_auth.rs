@@ -1,10 +1,10 @@
 //! The admin token on every `/api/config*` route: a table of missing, wrong, malformed and
 //! correct `Authorization` headers. Decision, status, health and operator endpoints stay open.
 
-mod ops_support;
+mod support;
 
 use axum::http::{Method, StatusCode};
-use ops_support::{check_body, send, service, Binary};
+use support::{check_body, send, service, Binary};
 
 const TOKEN: &str = "Adm1n-t0ken_for.tests~";
 
@@ -204,7 +204,7 @@ async fn binary_enforces_the_token_and_rejects_unusable_ones() {
 
     for bad in ["", "has space"] {
         let dir = tempfile::tempdir().unwrap();
-        let out = ops_support::tollgate_command()
+        let out = support::tollgate_command()
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
             .args(["--admin-token", bad])

@@ -1,11 +1,11 @@
 //! Operations through the real binary: refusing an unprotected public listener, SIGHUP reload,
 //! and slow clients not holding the service.
 
-mod ops_support;
+mod support;
 
 use std::time::Duration;
 
-use ops_support::{scrape_value, tollgate_command, Binary};
+use support::{scrape_value, tollgate_command, Binary};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = "reload-test-token";

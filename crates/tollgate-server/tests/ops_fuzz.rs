@@ -3,13 +3,13 @@
 //! afterwards the service is healthy and its configuration is what it was (or, for authorized
 //! configuration calls, changed only by the calls that succeeded).
 
-mod ops_support;
+mod support;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use ops_support::service;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
+use support::service;
 use tower::ServiceExt;
 
 const TOKEN: &str = "fuzz-admin-token";
@@ -399,14 +399,14 @@ fn ten_thousand_unauthorized_requests_change_nothing() {
         );
     }
     rt.block_on(async {
-        let r = ops_support::send(&svc.app, Method::GET, "/api/health", None, &[]).await;
+        let r = support::send(&svc.app, Method::GET, "/api/health", None, &[]).await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.json()["status"], "healthy");
-        let r = ops_support::send(
+        let r = support::send(
             &svc.app,
             Method::POST,
             "/api/check_and_consume",
-            Some(&ops_support::check_body("after-fuzz", 1)),
+            Some(&support::check_body("after-fuzz", 1)),
             &[],
         )
         .await;
@@ -463,13 +463,13 @@ fn authorized_config_fuzz_changes_config_only_on_success() {
     let doc = svc.state.limiter().config().snapshot().to_document();
     tollgate_core::config::Snapshot::from_document(&doc).expect("valid config");
     rt.block_on(async {
-        let r = ops_support::send(&svc.app, Method::GET, "/api/health", None, &[]).await;
+        let r = support::send(&svc.app, Method::GET, "/api/health", None, &[]).await;
         assert_eq!(r.status, StatusCode::OK);
-        let r = ops_support::send(
+        let r = support::send(
             &svc.app,
             Method::POST,
             "/api/check_and_consume",
-            Some(&ops_support::check_body("after-fuzz", 1)),
+            Some(&support::check_body("after-fuzz", 1)),
             &[],
         )
         .await;

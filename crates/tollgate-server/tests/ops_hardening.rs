@@ -1,11 +1,11 @@
 //! Per-request limits through the real router: URI size and the end-to-end request timeout.
 
-mod ops_support;
+mod support;
 
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use ops_support::{check_body, send, service, Binary};
+use support::{check_body, send, service, Binary};
 use tollgate_server::hardening::{HttpLimits, MAX_URI_BYTES};
 
 #[tokio::test]

@@ -1,13 +1,13 @@
 //! Request logging: one debug line per request with its id, warn on failures, the id echoed in
 //! `X-Request-Id`, and the admin token never in the log.
 
-mod ops_support;
+mod support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use axum::http::{Method, StatusCode};
-use ops_support::{check_body, send, service};
+use support::{check_body, send, service};
 
 const TOKEN: &str = "s3cret-admin-token-4f1c9e";
 

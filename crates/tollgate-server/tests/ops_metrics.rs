@@ -1,11 +1,11 @@
 //! `GET /metrics` after a scripted run through the real router reports exact counts.
 
-mod ops_support;
+mod support;
 
 use std::sync::atomic::Ordering;
 
 use axum::http::{Method, StatusCode};
-use ops_support::{check_body, parse_metrics, send, service};
+use support::{check_body, parse_metrics, send, service};
 use tollgate_server::metrics::MAX_TENANT_LABELS;
 
 const CHECK: &str = "/api/check_and_consume";

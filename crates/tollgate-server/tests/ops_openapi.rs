@@ -1,13 +1,13 @@
 //! The OpenAPI document matches the router: every documented operation is routed, answers with a
 //! documented status and a body of the documented shape, and every routed path is documented.
 
-mod ops_support;
+mod support;
 
 use std::collections::BTreeSet;
 
 use axum::http::{Method, StatusCode};
-use ops_support::{send, service};
 use serde_json::Value;
+use support::{send, service};
 
 const TOKEN: &str = "openapi-test-token";
 

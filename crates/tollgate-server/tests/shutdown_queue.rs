@@ -1,42 +1,20 @@
 //! Graceful shutdown with requests waiting in the load manager: those served within the grace
 //! period answer normally, the rest get 503 `shutting_down`; every client gets a full response.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde_json::Value;
+use support::SlowStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tollgate_core::config::{ConfigDocument, ConfigManager, GlobalSettings};
-use tollgate_core::limit::{Limit, RateKey};
-use tollgate_core::store::{MemoryStore, Store, StoreError};
-use tollgate_core::window::Verdict;
+use tollgate_core::store::MemoryStore;
 use tollgate_core::{Limiter, StoreErrorPolicy};
 use tollgate_server::server::{run, Service};
 use tollgate_server::state::AppState;
-
-/// A store that takes 200 ms per decision, so requests queue behind one slot.
-struct SlowStore(MemoryStore);
-
-#[async_trait]
-impl Store for SlowStore {
-    async fn check_and_consume(
-        &self,
-        key: RateKey<'_>,
-        limit: Limit,
-        cost: u64,
-    ) -> Result<Verdict, StoreError> {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        self.0.check_and_consume_sync(key, limit, cost)
-    }
-    async fn status(&self, key: RateKey<'_>, limit: Limit) -> Result<Verdict, StoreError> {
-        Ok(self.0.status_sync(key, limit))
-    }
-    fn kind(&self) -> &'static str {
-        "slow"
-    }
-}
 
 async fn post(addr: std::net::SocketAddr, body: &str) -> (u16, Value) {
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -71,7 +49,11 @@ async fn queued_requests_are_served_or_told_shutting_down() {
     let config = Arc::new(ConfigManager::in_memory(doc).unwrap());
     let limiter = Arc::new(Limiter::new(
         config,
-        Arc::new(SlowStore(MemoryStore::default())),
+        // 200 ms per decision, so requests queue behind the one slot.
+        Arc::new(SlowStore {
+            inner: MemoryStore::default(),
+            delay: Duration::from_millis(200),
+        }),
         StoreErrorPolicy::Allow,
     ));
     let state = AppState::new(limiter, None);

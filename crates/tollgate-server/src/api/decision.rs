@@ -5,7 +5,6 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tollgate_core::clock::Micros;
-use tollgate_core::window::Verdict;
 use tollgate_core::{DecisionRequest, Limit, LimitSource, Outcome, RateKey};
 
 use crate::error::ApiError;
@@ -76,12 +75,9 @@ pub fn requested_limit(
     }
 }
 
-fn unix_seconds_ceil(t: Micros) -> u64 {
+/// Whole seconds, rounded up: a reset or retry time a client obeys is never early.
+fn seconds_ceil(t: Micros) -> u64 {
     t.div_ceil(1_000_000)
-}
-
-fn seconds_ceil(delta: Micros) -> u64 {
-    delta.div_ceil(1_000_000)
 }
 
 static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -135,7 +131,7 @@ pub async fn check_and_consume(
             let body = DecisionBody {
                 allowed: v.allowed,
                 remaining_requests: v.remaining(&limit),
-                reset_time_seconds: unix_seconds_ceil(v.reset_at),
+                reset_time_seconds: seconds_ceil(v.reset_at),
                 retry_after_seconds: retry.map(|r| (r.div_ceil(1000)) as f64 / 1000.0),
                 status: "processed",
                 limit: LimitView::new(limit, decision.source),
@@ -158,7 +154,7 @@ pub async fn check_and_consume(
             DecisionBody {
                 allowed: true,
                 remaining_requests: limit.max_requests,
-                reset_time_seconds: unix_seconds_ceil(now),
+                reset_time_seconds: seconds_ceil(now),
                 retry_after_seconds: None,
                 status: "fail_open",
                 limit: LimitView::new(limit, decision.source),
@@ -228,15 +224,14 @@ pub async fn status(
 ) -> Result<Response, ApiError> {
     let requested = requested_limit(q.max_requests, q.window_duration_seconds)?;
     let key = RateKey::new(&tenant, &client, &action);
-    let (v, limit, source): (Verdict, Limit, LimitSource) =
-        state.limiter().status(key, requested).await?;
+    let (v, limit, source) = state.limiter().status(key, requested).await?;
     let body = StatusBody {
         tenant_id: &tenant,
         client_id: &client,
         action_type: &action,
         current_requests: v.used,
         remaining_requests: v.remaining(&limit),
-        reset_time_seconds: unix_seconds_ceil(v.reset_at),
+        reset_time_seconds: seconds_ceil(v.reset_at),
         limit: LimitView::new(limit, source),
     };
     let mut resp = axum::Json(&body).into_response();

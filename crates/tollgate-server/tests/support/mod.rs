@@ -1,5 +1,6 @@
-//! Helpers shared by the operations tests: a service over a memory store that can be switched
-//! "down", and a one-call HTTP client over the real router.
+//! Helpers shared by the server's integration tests: stores that misbehave on purpose (switched
+//! "down", or slow), a service over them, a one-call HTTP client over the real router, and the
+//! real binary started on a free port.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -52,6 +53,31 @@ impl Store for SwitchableStore {
     }
     fn kind(&self) -> &'static str {
         "memory"
+    }
+}
+
+/// A real memory store that takes `delay` per decision, so requests pile up in the load manager.
+pub struct SlowStore {
+    pub inner: MemoryStore,
+    pub delay: std::time::Duration,
+}
+
+#[async_trait]
+impl Store for SlowStore {
+    async fn check_and_consume(
+        &self,
+        key: RateKey<'_>,
+        limit: Limit,
+        cost: u64,
+    ) -> Result<Verdict, StoreError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.check_and_consume_sync(key, limit, cost)
+    }
+    async fn status(&self, key: RateKey<'_>, limit: Limit) -> Result<Verdict, StoreError> {
+        Ok(self.inner.status_sync(key, limit))
+    }
+    fn kind(&self) -> &'static str {
+        "slow"
     }
 }
 
