@@ -43,6 +43,14 @@ fn hash_ids(
 }
 
 /// The hash of a stored (encoded) key; the same value `hash_ids` gives for its ids.
+/// A seed no client can predict, drawn from the standard library's per-process random keys.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
 fn hash_encoded(hasher: &foldhash::fast::FixedState, encoded: &[u8]) -> u64 {
     let (tenant, rest) = split_length_prefixed(encoded);
     let (client, action) = split_length_prefixed(rest);
@@ -105,7 +113,9 @@ impl MemoryStore {
         Self {
             inner: Arc::new(Inner {
                 shards,
-                hasher: foldhash::fast::FixedState::with_seed(0x746f_6c6c_6761_7465),
+                // Ids are chosen by clients: a per-process random seed keeps them from
+                // precomputing colliding keys to pile onto one shard and one probe chain.
+                hasher: foldhash::fast::FixedState::with_seed(random_seed()),
                 keys: AtomicUsize::new(0),
                 max_keys,
                 clock,
