@@ -104,10 +104,10 @@ impl Limiter {
     ) -> Result<(Limit, LimitSource, u32), LimitError> {
         key.validate()?;
         let snap = self.config.snapshot();
-        let (limit, source) = snap
-            .resolve(key.tenant, key.client, key.action, requested)
+        let tenant = snap.tenants.get(key.tenant).map(|t| &**t);
+        let (limit, source) = Snapshot::resolve_in(tenant, key.client, key.action, requested)
             .ok_or(LimitError::NoLimit)?;
-        Ok((limit, source, snap.weight(key.tenant)))
+        Ok((limit, source, tenant.map_or(1, |t| t.weight)))
     }
 
     /// The decision path: validate, resolve, admit, decide.

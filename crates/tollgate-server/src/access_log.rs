@@ -54,8 +54,10 @@ pub async fn log_requests(mut req: Request, next: Next) -> Response {
         }
     };
     let method = req.method().clone();
-    // The path only: query strings may carry data the operator did not mean to log.
-    let path = req.uri().path().to_owned();
+    // The path only: query strings may carry data the operator did not mean to log. Cloning the
+    // URI shares its buffer; copying the path out would allocate on every request.
+    let uri = req.uri().clone();
+    let path = uri.path();
     let mut resp = next.run(req).await;
     let status = resp.status();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;

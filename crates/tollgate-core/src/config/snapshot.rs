@@ -47,7 +47,24 @@ impl Snapshot {
         action: &str,
         requested: Option<Limit>,
     ) -> Option<(Limit, LimitSource)> {
-        if let Some(t) = self.tenants.get(tenant) {
+        Self::resolve_in(
+            self.tenants.get(tenant).map(|t| &**t),
+            client,
+            action,
+            requested,
+        )
+    }
+
+    /// `resolve` for a tenant already looked up, so the decision path finds the tenant's limits
+    /// and its weight with one hash lookup.
+    #[inline]
+    pub fn resolve_in(
+        tenant: Option<&TenantLimits>,
+        client: &str,
+        action: &str,
+        requested: Option<Limit>,
+    ) -> Option<(Limit, LimitSource)> {
+        if let Some(t) = tenant {
             if let Some(l) = t.clients.get(client).and_then(|c| c.get(action)) {
                 return Some((*l, LimitSource::Client));
             }
@@ -56,12 +73,6 @@ impl Snapshot {
             }
         }
         requested.map(|l| (l, LimitSource::Request))
-    }
-
-    /// Fair-share weight of a tenant (1 unless configured).
-    #[inline]
-    pub fn weight(&self, tenant: &str) -> u32 {
-        self.tenants.get(tenant).map_or(1, |t| t.weight)
     }
 
     /// Validates a document and builds a snapshot, or lists every problem found.
