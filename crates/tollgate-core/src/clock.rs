@@ -3,7 +3,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Microseconds since the Unix epoch.
 pub type Micros = u64;
@@ -19,14 +18,17 @@ pub trait Clock: Send + Sync + 'static {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    #[inline]
     fn now_micros(&self) -> Micros {
+        // rustix calls the kernel's vDSO directly; `SystemTime::now().duration_since(UNIX_EPOCH)`
+        // goes through libc's wrapper and std's checked timespec arithmetic, which together cost
+        // as much as the clock read itself on a hot-key decision.
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
         // A clock before 1970 is a broken host; treat it as the epoch rather than panic.
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            // Whole seconds and sub-second micros separately: same value as `as_micros`
-            // without its 128-bit arithmetic, on the path of every decision.
-            .map(|d| d.as_secs() * 1_000_000 + Micros::from(d.subsec_micros()))
-            .unwrap_or(0)
+        match (u64::try_from(t.tv_sec), u64::try_from(t.tv_nsec)) {
+            (Ok(secs), Ok(nanos)) => secs * 1_000_000 + nanos / 1_000,
+            _ => 0,
+        }
     }
 }
 

@@ -11,10 +11,11 @@
 //! denied request of cost `c` would fit is a binary search for the first entry whose expiry
 //! frees enough — O(log n) instead of a scan. Eviction pops from the front: O(1) amortized.
 
-use std::collections::VecDeque;
+mod entries;
 
 use crate::clock::Micros;
 use crate::limit::Limit;
+use entries::Entries;
 
 /// Most entries a window is split into; bounds memory per key.
 pub const TICKS_PER_WINDOW: u64 = 65_536;
@@ -56,7 +57,7 @@ impl Verdict {
 /// The log of one (tenant, client, action) key.
 #[derive(Debug, Clone, Default)]
 pub struct WindowLog {
-    entries: VecDeque<Entry>,
+    entries: Entries,
     /// Cumulative cost of the newest evicted entry: everything up to here has left the window.
     evicted: u64,
     /// Window of the last decision, so the background sweep can expire entries without the config.
@@ -88,7 +89,7 @@ impl WindowLog {
     /// Drops entries that have left the window of the last decision; true if the log is now empty.
     pub fn expire(&mut self, now: Micros) -> bool {
         self.evict(now, self.window);
-        self.entries.is_empty()
+        self.is_empty()
     }
 
     #[inline]
@@ -101,12 +102,7 @@ impl WindowLog {
             self.evicted = front.cumulative;
             self.entries.pop_front();
         }
-        // After a burst, give memory back once the log is mostly empty. Shrinking at most halves
-        // capacity, so the cost stays amortized O(1).
-        let cap = self.entries.capacity();
-        if cap > 64 && self.entries.len() * 4 < cap {
-            self.entries.shrink_to(self.entries.len() * 2);
-        }
+        self.entries.shrink_if_sparse();
     }
 
     #[inline]
@@ -171,11 +167,6 @@ impl WindowLog {
                 return;
             }
         }
-        if self.entries.capacity() == 0 {
-            // Most keys are idle with a single entry; VecDeque's first growth would reserve four
-            // (64 bytes), which was a quarter of the memory per tracked key.
-            self.entries.reserve_exact(1);
-        }
         self.entries.push_back(Entry { at, cumulative });
     }
 
@@ -188,8 +179,9 @@ impl WindowLog {
         if need <= self.evicted {
             return now;
         }
-        let idx = self.entries.partition_point(|e| e.cumulative < need);
-        match self.entries.get(idx) {
+        let live = self.entries.live();
+        let idx = live.partition_point(|e| e.cumulative < need);
+        match live.get(idx) {
             Some(e) => e.at.saturating_add(window).max(now),
             // Unreachable while cost <= max; be safe rather than panic.
             None => self.reset_at(now, window),
