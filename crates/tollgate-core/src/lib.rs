@@ -9,7 +9,8 @@
 //! - [`config`] — the ConfigurationManager: limit hierarchy, weights, global settings, persistence.
 //! - [`load`] — the TenantLoadManager: bounded concurrency with fair per-tenant queues.
 //! - [`limiter`] — the orchestrator tying them together.
-#![forbid(unsafe_code)]
+// One `unsafe` block in the crate, a prefetch hint (`store/memory/prefetch.rs`), allowed where it is.
+#![deny(unsafe_code)]
 
 pub mod clock;
 pub mod config;

@@ -19,12 +19,21 @@ pub(super) const INLINE: usize = 38;
 const MAX_HEADER: usize = 2 * 9;
 
 pub(super) enum StoredKey {
-    Inline { len: u8, bytes: [u8; INLINE] },
-    Heap(Box<[u8]>),
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE],
+    },
+    /// A long key keeps its hash beside the pointer, so probing past it compares hashes and only
+    /// reads the heap block of the key it is after.
+    Heap {
+        hash: u64,
+        bytes: Box<[u8]>,
+    },
 }
 
 impl StoredKey {
-    pub(super) fn new(key: &RateKey<'_>) -> Self {
+    /// The stored form of `key`, whose hash is `hash`.
+    pub(super) fn new(key: &RateKey<'_>, hash: u64) -> Self {
         let (header, header_len) = header(key);
         let ids = [key.tenant, key.client, key.action].map(str::as_bytes);
         let len = header_len + ids.iter().map(|id| id.len()).sum::<usize>();
@@ -46,21 +55,29 @@ impl StoredKey {
             for id in ids {
                 v.extend_from_slice(id);
             }
-            StoredKey::Heap(v.into_boxed_slice())
+            StoredKey::Heap {
+                hash,
+                bytes: v.into_boxed_slice(),
+            }
         }
     }
 
     pub(super) fn bytes(&self) -> &[u8] {
         match self {
             StoredKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            StoredKey::Heap(b) => b,
+            StoredKey::Heap { bytes, .. } => bytes,
         }
     }
 
-    /// Whether this is the stored form of `key`, compared without building that form.
+    /// Whether this is the stored form of `key` (whose hash is `hash`), compared without building
+    /// that form.
     #[inline]
-    pub(super) fn is(&self, key: &RateKey<'_>) -> bool {
-        let stored = self.bytes();
+    pub(super) fn is(&self, key: &RateKey<'_>, hash: u64) -> bool {
+        let stored = match self {
+            StoredKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            StoredKey::Heap { hash: h, .. } if *h != hash => return false,
+            StoredKey::Heap { bytes, .. } => bytes,
+        };
         let (t, c, a) = (
             key.tenant.as_bytes(),
             key.client.as_bytes(),
@@ -160,7 +177,7 @@ mod tests {
             RateKey::new("", "", ""),
         ];
         for k in &keys {
-            let stored = StoredKey::new(k);
+            let stored = StoredKey::new(k, 1);
             let [t, c, a] = stored.ids();
             assert_eq!(
                 (t, c, a),
@@ -171,7 +188,7 @@ mod tests {
                 )
             );
             for other in &keys {
-                assert_eq!(stored.is(other), k == other, "{k:?} vs {other:?}");
+                assert_eq!(stored.is(other, 1), k == other, "{k:?} vs {other:?}");
             }
         }
     }
@@ -179,10 +196,14 @@ mod tests {
     #[test]
     fn typical_keys_are_inline_and_the_slot_stays_small() {
         assert_eq!(std::mem::size_of::<StoredKey>(), 40);
-        let k = StoredKey::new(&RateKey::new("tenant-123", "client-123456", "api_call"));
+        let k = StoredKey::new(&RateKey::new("tenant-123", "client-123456", "api_call"), 1);
         assert!(matches!(k, StoredKey::Inline { .. }));
         let uuid = "6f1c2a0e-9a4b-4c1e-8f57-2b8e5d1f0c3a";
-        let k = StoredKey::new(&RateKey::new("org_a_123", uuid, "api_call"));
-        assert!(matches!(k, StoredKey::Heap(_)));
+        let key = RateKey::new("org_a_123", uuid, "api_call");
+        let k = StoredKey::new(&key, 1);
+        assert!(matches!(k, StoredKey::Heap { .. }));
+        // A heap key is only read when the hash matches.
+        assert!(k.is(&key, 1));
+        assert!(!k.is(&key, 2));
     }
 }
