@@ -24,6 +24,8 @@ pub enum ApiError {
     KeyBudgetExhausted(String),
     /// The request URI is longer than the service accepts.
     UriTooLong,
+    /// The request head has more header fields or bytes than the service accepts.
+    HeadersTooLarge,
     /// The request did not complete within the per-request timeout.
     RequestTimeout,
     Internal(String),
@@ -35,9 +37,9 @@ pub enum ApiError {
 #[schema(as = Error)]
 pub struct ErrorBody<'a> {
     /// Machine-readable code: invalid_json, invalid_argument, no_limit, not_found,
-    /// method_not_allowed, unauthorized, payload_too_large, uri_too_long, tenant_queue_full,
-    /// queue_timeout, shutting_down, store_unavailable, key_budget_exhausted, request_timeout,
-    /// internal.
+    /// method_not_allowed, unauthorized, payload_too_large, uri_too_long, headers_too_large,
+    /// tenant_queue_full, queue_timeout, shutting_down, store_unavailable, key_budget_exhausted,
+    /// request_timeout, internal.
     error: &'a str,
     /// What is wrong and how to fix it.
     message: &'a str,
@@ -66,6 +68,7 @@ impl ApiError {
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::KeyBudgetExhausted(_) => "key_budget_exhausted",
             ApiError::UriTooLong => "uri_too_long",
+            ApiError::HeadersTooLarge => "headers_too_large",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::Internal(_) => "internal",
         }
@@ -84,6 +87,7 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::RequestTimeout => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -106,6 +110,11 @@ impl ApiError {
             ApiError::UriTooLong => format!(
                 "request URI exceeds {} bytes; ids are at most 256 bytes each",
                 crate::hardening::MAX_URI_BYTES
+            ),
+            ApiError::HeadersTooLarge => format!(
+                "request headers exceed {} fields or {} bytes",
+                crate::hardening::MAX_HEADERS,
+                crate::hardening::MAX_HEADER_BYTES
             ),
             ApiError::RequestTimeout => {
                 "the request did not complete within the per-request timeout (--request-timeout); retry after the Retry-After delay".into()

@@ -13,10 +13,15 @@ use crate::error::ApiError;
 
 /// Longest request URI accepted (path and query). Three 256-byte ids, fully percent-encoded, fit.
 pub const MAX_URI_BYTES: usize = 4096;
-/// Largest request head (request line and all headers) hyper reads; past it, 431.
+/// Largest total of header names and values accepted; past it, 431 `headers_too_large`.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
-/// Most header fields in one request; past it, 431.
+/// Most header fields in one request; past it, 431 `headers_too_large`.
 pub const MAX_HEADERS: usize = 64;
+/// What hyper itself reads before giving up on a request head (and answering a bare 431 without
+/// routing it). Set well above the limits above so that ordinary oversized heads reach
+/// [`limit_request`], which answers them in JSON like every other error.
+pub const HYPER_MAX_HEADER_BYTES: usize = 64 * 1024;
+pub const HYPER_MAX_HEADERS: usize = 256;
 
 /// The HTTP limits in effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +67,21 @@ impl HttpLimits {
     }
 }
 
-/// Refuses over-long URIs and answers `request_timeout` when a request runs past its limit.
-/// Dropping the handler's future on timeout is safe: a queued decision gives its place back.
+/// Whether a request's headers exceed [`MAX_HEADERS`] fields or [`MAX_HEADER_BYTES`] bytes.
+fn headers_too_large(headers: &axum::http::HeaderMap) -> bool {
+    if headers.len() > MAX_HEADERS {
+        return true;
+    }
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    bytes > MAX_HEADER_BYTES
+}
+
+/// Refuses over-long URIs and oversized header sets, and answers `request_timeout` when a request
+/// runs past its limit. Dropping the handler's future on timeout is safe: a queued decision gives
+/// its place back.
 pub async fn limit_request(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
     let uri_len = req
         .uri()
@@ -72,6 +90,9 @@ pub async fn limit_request(State(timeout): State<Duration>, req: Request, next: 
         .unwrap_or(0);
     if uri_len > MAX_URI_BYTES {
         return ApiError::UriTooLong.into_response();
+    }
+    if headers_too_large(req.headers()) {
+        return ApiError::HeadersTooLarge.into_response();
     }
     match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(resp) => resp,

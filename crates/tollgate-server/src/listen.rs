@@ -12,7 +12,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::hardening::{HttpLimits, MAX_HEADERS, MAX_HEADER_BYTES};
+use crate::hardening::{HttpLimits, HYPER_MAX_HEADERS, HYPER_MAX_HEADER_BYTES};
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and waits for open
 /// connections to finish their requests (idle ones are closed at once).
@@ -25,8 +25,8 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_header_size(MAX_HEADER_BYTES)
-        .max_headers(MAX_HEADERS);
+        .max_header_size(HYPER_MAX_HEADER_BYTES)
+        .max_headers(HYPER_MAX_HEADERS);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);

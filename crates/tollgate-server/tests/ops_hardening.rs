@@ -89,6 +89,7 @@ async fn request_past_its_timeout_gets_503_and_frees_its_queue_place() {
 async fn oversized_request_head_is_refused_and_service_stays_up() {
     let bin = Binary::start(&[]).await;
     let client = reqwest::Client::new();
+    // Over the service's limits: a JSON 431 like every other error.
     let r = client
         .get(bin.url("/api/health"))
         .header("x-big", "a".repeat(20 * 1024))
@@ -96,11 +97,31 @@ async fn oversized_request_head_is_refused_and_service_stays_up() {
         .await
         .unwrap();
     assert_eq!(r.status(), 431);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "headers_too_large", "{body}");
     let mut req = client.get(bin.url("/api/health"));
     for i in 0..100 {
         req = req.header(format!("x-h{i}"), "v");
     }
     let r = req.send().await.unwrap();
+    assert_eq!(r.status(), 431);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "headers_too_large", "{body}");
+    // Just under both limits: served.
+    let mut req = client
+        .get(bin.url("/api/health"))
+        .header("x-big", "a".repeat(15 * 1024));
+    for i in 0..50 {
+        req = req.header(format!("x-h{i}"), "v");
+    }
+    assert_eq!(req.send().await.unwrap().status(), 200);
+    // Past what hyper reads at all: refused before routing (a bare 431), and still no harm done.
+    let r = client
+        .get(bin.url("/api/health"))
+        .header("x-huge", "a".repeat(80 * 1024))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 431);
     let r = client.get(bin.url("/api/health")).send().await.unwrap();
     assert_eq!(r.status(), 200);

@@ -101,6 +101,7 @@ fn rate_headers(headers: &mut HeaderMap, limit: u64, remaining: u64, reset_in: u
         (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
         (status = 413, description = "payload_too_large: body over 64 KiB", body = crate::error::ErrorBody),
         (status = 414, description = "uri_too_long", body = crate::error::ErrorBody),
+        (status = 431, description = "headers_too_large: over 64 header fields or 16 KiB of headers", body = crate::error::ErrorBody),
         (status = 503, description = "Shed (tenant_queue_full, queue_timeout, shutting_down; with allowed/status/reason), store_unavailable, key_budget_exhausted or request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
     )
 )]
@@ -214,6 +215,7 @@ pub struct StatusBody<'a> {
         (status = 200, description = "Usage without consuming anything", body = StatusBody, headers(("RateLimit-Limit" = u64, description = "The limit's max_requests"), ("RateLimit-Remaining" = u64, description = "Requests left in the window"), ("RateLimit-Reset" = u64, description = "Seconds until the oldest counted request leaves the window"))),
         (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
         (status = 414, description = "uri_too_long", body = crate::error::ErrorBody),
+        (status = 431, description = "headers_too_large: over 64 header fields or 16 KiB of headers", body = crate::error::ErrorBody),
         (status = 503, description = "Shed (tenant_queue_full, queue_timeout, shutting_down; with allowed/status/reason), store_unavailable, key_budget_exhausted or request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
     )
 )]
