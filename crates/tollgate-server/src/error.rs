@@ -202,7 +202,16 @@ impl From<ConfigError> for ApiError {
         match e {
             ConfigError::NotFound(m) => ApiError::NotFound(m),
             ConfigError::Invalid(m) => ApiError::InvalidArgument(m),
-            ConfigError::Conflict { .. } | ConfigError::Persist(_) | ConfigError::Corrupt(_) => {
+            // The data dir or Redis could not be written (or read back): an outage, not a bug.
+            // The running configuration is unchanged; the detail (paths, Redis errors) is logged.
+            ConfigError::Persist(detail) => {
+                tracing::warn!(detail, "configuration change not applied");
+                ApiError::StoreUnavailable(
+                    "the configuration store could not be written, so the change was not applied; retry later"
+                        .into(),
+                )
+            }
+            ConfigError::Conflict { .. } | ConfigError::Corrupt(_) => {
                 ApiError::Internal(e.to_string())
             }
         }

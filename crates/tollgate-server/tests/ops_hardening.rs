@@ -1,11 +1,13 @@
-//! Per-request limits through the real router: URI size and the end-to-end request timeout.
+//! Per-request limits through the real router: URI size, header size, the end-to-end request
+//! timeout; and a configuration store that cannot be written.
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use support::{check_body, send, service, Binary};
+use support::{check_body, send, service, service_over, Binary};
 use tollgate_server::hardening::{HttpLimits, MAX_URI_BYTES};
 
 #[tokio::test]
@@ -197,4 +199,76 @@ async fn graceful_shutdown_through_the_accept_loop_finishes_accepted_requests() 
     drop(permit);
     assert_eq!(pending.await.unwrap().unwrap(), 200);
     server.await.unwrap().unwrap();
+}
+
+/// The data dir cannot be written (here: removed under the running service): a configuration
+/// change answers 503 store_unavailable, the running configuration stays as it was, decisions go
+/// on, and once the directory is back the same change goes through.
+#[tokio::test]
+async fn config_store_outage_is_a_503_and_changes_nothing() {
+    use tollgate_core::config::{ConfigManager, FileBackend};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let backend = Arc::new(FileBackend::new(&data).unwrap());
+    let config = ConfigManager::open(backend, None).await.unwrap();
+    let svc = service_over(None, config);
+    let put = |max: u64| format!(r#"{{"max_requests":{max},"window_duration_seconds":60}}"#);
+    let r = send(
+        &svc.app,
+        Method::PUT,
+        "/api/config/tenant/t/action/a",
+        Some(&put(5)),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let before = send(&svc.app, Method::GET, "/api/config/tenant/t", None, &[]).await;
+
+    std::fs::remove_dir_all(&data).unwrap();
+    let r = send(
+        &svc.app,
+        Method::PUT,
+        "/api/config/tenant/t/action/a",
+        Some(&put(9)),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert_eq!(r.json()["error"], "store_unavailable");
+    assert_eq!(r.headers["retry-after"], "1");
+    // The client is not told where the data dir is.
+    assert!(
+        !r.text().contains(&data.display().to_string()),
+        "{}",
+        r.text()
+    );
+    let after = send(&svc.app, Method::GET, "/api/config/tenant/t", None, &[]).await;
+    assert_eq!(
+        after.body, before.body,
+        "the failed change must not be applied"
+    );
+    let check = r#"{"tenant_id":"t","client_id":"c","action_type":"a"}"#;
+    let r = send(
+        &svc.app,
+        Method::POST,
+        "/api/check_and_consume",
+        Some(check),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["limit"]["max_requests"], 5);
+
+    std::fs::create_dir_all(&data).unwrap();
+    let r = send(
+        &svc.app,
+        Method::PUT,
+        "/api/config/tenant/t/action/a",
+        Some(&put(9)),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let stored = std::fs::read_to_string(data.join("config.json")).unwrap();
+    assert!(stored.contains("\"max_requests\": 9"), "{stored}");
 }

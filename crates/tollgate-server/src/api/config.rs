@@ -51,8 +51,8 @@ pub struct GlobalBody {
         (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
         (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
         (status = 413, description = "payload_too_large: body over 64 KiB", body = crate::error::ErrorBody),
-        (status = 500, description = "internal: the configuration could not be persisted", body = crate::error::ErrorBody),
-        (status = 503, description = "request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
+        (status = 500, description = "internal: the stored configuration is unreadable", body = crate::error::ErrorBody),
+        (status = 503, description = "store_unavailable: the configuration store (data dir or Redis) could not be written and nothing changed; or request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
     )
 )]
 pub async fn put_global(
@@ -138,8 +138,8 @@ fn limit_json(l: &Limit) -> serde_json::Value {
         (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
         (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
         (status = 413, description = "payload_too_large: body over 64 KiB", body = crate::error::ErrorBody),
-        (status = 500, description = "internal: the configuration could not be persisted", body = crate::error::ErrorBody),
-        (status = 503, description = "request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
+        (status = 500, description = "internal: the stored configuration is unreadable", body = crate::error::ErrorBody),
+        (status = 503, description = "store_unavailable: the configuration store (data dir or Redis) could not be written and nothing changed; or request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
     )
 )]
 pub async fn put_action(
@@ -179,8 +179,8 @@ pub async fn put_action(
         (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
         (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
         (status = 404, description = "not_found: nothing to delete", body = crate::error::ErrorBody),
-        (status = 500, description = "internal: the configuration could not be persisted", body = crate::error::ErrorBody),
-        (status = 503, description = "request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
+        (status = 500, description = "internal: the stored configuration is unreadable", body = crate::error::ErrorBody),
+        (status = 503, description = "store_unavailable: the configuration store (data dir or Redis) could not be written and nothing changed; or request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
     )
 )]
 pub async fn delete_action(
@@ -217,8 +217,8 @@ pub async fn delete_action(
         (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
         (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
         (status = 413, description = "payload_too_large: body over 64 KiB", body = crate::error::ErrorBody),
-        (status = 500, description = "internal: the configuration could not be persisted", body = crate::error::ErrorBody),
-        (status = 503, description = "request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
+        (status = 500, description = "internal: the stored configuration is unreadable", body = crate::error::ErrorBody),
+        (status = 503, description = "store_unavailable: the configuration store (data dir or Redis) could not be written and nothing changed; or request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
     )
 )]
 pub async fn put_client(
@@ -261,8 +261,8 @@ pub async fn put_client(
         (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
         (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
         (status = 404, description = "not_found: nothing to delete", body = crate::error::ErrorBody),
-        (status = 500, description = "internal: the configuration could not be persisted", body = crate::error::ErrorBody),
-        (status = 503, description = "request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
+        (status = 500, description = "internal: the stored configuration is unreadable", body = crate::error::ErrorBody),
+        (status = 503, description = "store_unavailable: the configuration store (data dir or Redis) could not be written and nothing changed; or request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
     )
 )]
 pub async fn delete_client(
@@ -309,8 +309,8 @@ pub struct WeightBody {
         (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
         (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
         (status = 413, description = "payload_too_large: body over 64 KiB", body = crate::error::ErrorBody),
-        (status = 500, description = "internal: the configuration could not be persisted", body = crate::error::ErrorBody),
-        (status = 503, description = "request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
+        (status = 500, description = "internal: the stored configuration is unreadable", body = crate::error::ErrorBody),
+        (status = 503, description = "store_unavailable: the configuration store (data dir or Redis) could not be written and nothing changed; or request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
     )
 )]
 pub async fn put_weight(

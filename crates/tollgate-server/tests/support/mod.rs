@@ -92,6 +92,11 @@ pub fn service(token: Option<&str>) -> TestService {
 }
 
 pub fn service_with(token: Option<&str>, doc: ConfigDocument) -> TestService {
+    service_over(token, ConfigManager::in_memory(doc).expect("valid config"))
+}
+
+/// A service over a given configuration manager (e.g. one persisting to a data dir).
+pub fn service_over(token: Option<&str>, config: ConfigManager) -> TestService {
     let store = Arc::new(SwitchableStore {
         inner: MemoryStore::new(Arc::new(SystemClock), 1_000_000),
         down: AtomicBool::new(false),
@@ -99,7 +104,6 @@ pub fn service_with(token: Option<&str>, doc: ConfigDocument) -> TestService {
     let metrics = Arc::new(Metrics::new());
     let instrumented: Arc<dyn Store> =
         Arc::new(InstrumentedStore::new(store.clone(), metrics.clone()));
-    let config = ConfigManager::in_memory(doc).expect("valid config");
     let limiter = Arc::new(Limiter::new(
         Arc::new(config),
         instrumented,
