@@ -328,4 +328,47 @@ mod tests {
         assert_eq!(v.used, 0);
         assert_eq!(store.key_count(), 0);
     }
+
+    #[test]
+    fn sweep_of_some_keys_keeps_the_others_findable() {
+        // Half the keys on a short window, half on a long one, some with ids long enough to live
+        // on the heap: after the short ones expire and are swept, every long-window key must still
+        // be found with its count (deletion shifted entries back), and every swept key starts over.
+        let clock = ManualClock::new(1_000_000);
+        let store = MemoryStore::new(Arc::new(clock.clone()), 100_000);
+        let short = Limit::new(10, 1.0).unwrap();
+        let long = Limit::new(10, 100.0).unwrap();
+        let ids: Vec<String> = (0..30_000)
+            .map(|i| {
+                if i % 7 == 0 {
+                    format!("client-{i}-{}", "x".repeat(40))
+                } else {
+                    format!("c{i}")
+                }
+            })
+            .collect();
+        let limit_of = |i: usize| if i % 2 == 0 { short } else { long };
+        for round in 0..2 {
+            for (i, id) in ids.iter().enumerate() {
+                let v = store
+                    .check_and_consume_sync(RateKey::new("t", id, "a"), limit_of(i), 1)
+                    .unwrap();
+                assert_eq!(v.used, round + 1);
+            }
+        }
+        clock.advance(2_000_000);
+        assert_eq!(store.sweep(), 15_000);
+        assert_eq!(store.key_count(), 15_000);
+        for (i, id) in ids.iter().enumerate() {
+            let v = store.status_sync(RateKey::new("t", id, "a"), limit_of(i));
+            assert_eq!(v.used, if i % 2 == 0 { 0 } else { 2 }, "key {i}");
+        }
+        for (i, id) in ids.iter().enumerate() {
+            let v = store
+                .check_and_consume_sync(RateKey::new("t", id, "a"), limit_of(i), 1)
+                .unwrap();
+            assert_eq!(v.used, if i % 2 == 0 { 1 } else { 3 }, "key {i}");
+        }
+        assert_eq!(store.key_count(), 30_000);
+    }
 }
