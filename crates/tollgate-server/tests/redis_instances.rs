@@ -6,66 +6,31 @@
 
 #[path = "../../tollgate-core/tests/support/redis_server.rs"]
 mod redis_server;
+mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis_server::{free_port, skip_without_redis, RedisCluster, RedisServer};
+use redis_server::{skip_without_redis, RedisCluster, RedisServer};
 use serde_json::{json, Value};
+use support::Binary;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// One `tollgate` process, killed on drop.
+/// One `tollgate` process in redis mode (the shared test binary runner), killed on drop.
 struct Instance {
-    child: Child,
+    _bin: Binary,
     base: String,
-    _dir: tempfile::TempDir,
 }
 
 impl Instance {
     async fn start(redis_urls: &[String], extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port(false);
-        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--store")
-            .arg("redis")
-            .arg("--redis-url")
-            .arg(redis_urls.join(","))
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(extra)
-            .env("TOLLGATE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start tollgate");
-        let inst = Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            _dir: dir,
-        };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = client.get(format!("{}/api/health", inst.base)).send().await {
-                if r.status() == 200 {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "tollgate did not become healthy");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        inst
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let urls = redis_urls.join(",");
+        let mut args = vec!["--store", "redis", "--redis-url", &urls];
+        args.extend_from_slice(extra);
+        let bin = Binary::start(&args).await;
+        let base = bin.url("");
+        Self { _bin: bin, base }
     }
 }
 
@@ -321,6 +286,25 @@ async fn redis_outage_fails_open_or_closed_fast_and_decisions_resume() {
     assert_eq!(h.status(), 503);
     let hb: Value = h.json().await.unwrap();
     assert_eq!(hb["status"], "degraded", "{hb}");
+    // A configuration change cannot be stored either: 503, and it is not applied.
+    let r = c
+        .put(format!("{}/api/config/tenant/fault/action/a", open.base))
+        .json(&json!({"max_requests": 7, "window_duration_seconds": 60}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let rb: Value = r.json().await.unwrap();
+    assert_eq!(rb["error"], "store_unavailable", "{rb}");
+    let t: Value = c
+        .get(format!("{}/api/config/tenant/fault", open.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!t.to_string().contains("\"max_requests\":7"), "{t}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let restarted_at = start.elapsed();
     redis.restart();
