@@ -79,8 +79,8 @@ impl Entries {
 
     /// Gives memory back: a log that fits inline again moves back from its heap block (an idle
     /// key then holds no heap memory, and the next decision on it reads no second cache line), and
-    /// after a burst a mostly-empty buffer halves. Shrinking at most halves the capacity, so the
-    /// cost stays amortized O(1).
+    /// after a burst a mostly-empty buffer halves. Either way the entries copied are paid for by
+    /// the evictions that emptied the buffer, so the cost stays amortized O(1).
     #[inline]
     pub(super) fn shrink_if_sparse(&mut self) {
         if !self.buf.spilled() {
