@@ -338,16 +338,16 @@ mod tests {
         let store = MemoryStore::new(Arc::new(clock.clone()), 100_000);
         let short = Limit::new(10, 1.0).unwrap();
         let long = Limit::new(10, 100.0).unwrap();
-        let ids: Vec<String> = (0..30_000)
+        let ids: Vec<String> = (0..30_000usize)
             .map(|i| {
-                if i % 7 == 0 {
+                if i.is_multiple_of(7) {
                     format!("client-{i}-{}", "x".repeat(40))
                 } else {
                     format!("c{i}")
                 }
             })
             .collect();
-        let limit_of = |i: usize| if i % 2 == 0 { short } else { long };
+        let limit_of = |i: usize| if i.is_multiple_of(2) { short } else { long };
         for round in 0..2 {
             for (i, id) in ids.iter().enumerate() {
                 let v = store
@@ -361,13 +361,13 @@ mod tests {
         assert_eq!(store.key_count(), 15_000);
         for (i, id) in ids.iter().enumerate() {
             let v = store.status_sync(RateKey::new("t", id, "a"), limit_of(i));
-            assert_eq!(v.used, if i % 2 == 0 { 0 } else { 2 }, "key {i}");
+            assert_eq!(v.used, if i.is_multiple_of(2) { 0 } else { 2 }, "key {i}");
         }
         for (i, id) in ids.iter().enumerate() {
             let v = store
                 .check_and_consume_sync(RateKey::new("t", id, "a"), limit_of(i), 1)
                 .unwrap();
-            assert_eq!(v.used, if i % 2 == 0 { 1 } else { 3 }, "key {i}");
+            assert_eq!(v.used, if i.is_multiple_of(2) { 1 } else { 3 }, "key {i}");
         }
         assert_eq!(store.key_count(), 30_000);
     }
