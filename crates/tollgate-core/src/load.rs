@@ -103,24 +103,28 @@ struct State {
     /// Queues of tenants that have waiters; a tenant's entry is removed when its queue empties.
     tenants: Slab<TenantQueue>,
     index: hashbrown::HashMap<Box<str>, usize, foldhash::fast::RandomState>,
-    /// Round-robin order of tenants with waiters (slab keys).
+    /// Round-robin order of tenants with waiters (slab keys). Every entry of `tenants` is either
+    /// here once (`active`) or parked: kept for reuse while out of the round robin, and forgotten
+    /// in bulk when the parked outnumber the others, or when nobody waits at all.
     active: VecDeque<usize>,
-    /// Tenants kept in `tenants` while out of the round robin; forgotten in bulk when they
-    /// outnumber the others, or when nobody waits at all.
-    parked: usize,
 }
 
 impl State {
+    /// Tenants kept in `tenants` while out of the round robin.
+    fn parked(&self) -> usize {
+        self.tenants.len().saturating_sub(self.active.len())
+    }
+
     /// Takes the front tenant out of the round robin; its entry stays for reuse.
     fn park_front(&mut self, slot: usize) {
         self.active.pop_front();
         let tq = &mut self.tenants[slot];
         tq.active = false;
         tq.deficit = 0;
-        self.parked += 1;
         // Bound the memory parked tenants hold: dropping them costs O(tenants) but happens only
         // after as many parks, so it stays O(1) per request.
-        if self.parked > 1024 && self.parked * 2 > self.tenants.len() {
+        let parked = self.parked();
+        if parked > 1024 && parked * 2 > self.tenants.len() {
             self.forget_parked();
         }
     }
@@ -133,7 +137,6 @@ impl State {
             }
             t.active
         });
-        self.parked = 0;
     }
 
     /// Nobody waits: drop every per-tenant entry.
@@ -141,7 +144,6 @@ impl State {
         self.tenants.clear();
         self.index.clear();
         self.active.clear();
-        self.parked = 0;
     }
 }
 
@@ -224,7 +226,6 @@ impl LoadManager {
                     tenants: Slab::new(),
                     index: Default::default(),
                     active: VecDeque::new(),
-                    parked: 0,
                 }),
                 counters: LoadCounters::default(),
             }),
@@ -265,7 +266,6 @@ impl LoadManager {
                     if !tq.active {
                         tq.active = true;
                         st.active.push_back(s);
-                        st.parked -= 1;
                     }
                     s
                 }
