@@ -1,12 +1,14 @@
 //! The sliding-window log against a brute-force oracle.
 //!
-//! The oracle keeps every logged request forever in a plain list and recomputes each answer by
-//! scanning it. Its rules are the log's documented semantics, nothing more:
-//! - a request is logged at its time rounded up to the tick `max(1 µs, W / 65536)` (never before
-//!   the previous entry), so rounding can only keep a request counted longer;
-//! - at a call with window `W` at time `now`, a request logged at `at` is counted iff `at > now - W`
-//!   and it was not already outside the window of an earlier call (windows can change at runtime;
-//!   what has left the window stays gone);
+//! The oracle keeps every entry forever in a plain list and recomputes each answer by scanning
+//! it. Its rules are the log's documented semantics, nothing more:
+//! - a request joins the newest entry if it falls in the same tick `max(1 µs, W / 65536)` of the
+//!   current window (or the clock stepped back), and the entry's time becomes the newest request's
+//!   time; otherwise it starts an entry at its own time. Requests are never released early;
+//! - at a call with window `W` at time `now`, an entry at `at` is counted iff `at > now - W`,
+//!   `at > now - W_prev` (the window of the previous call: entries expire under the window of the
+//!   last call that touched the key) and it was not already gone at an earlier call (windows change
+//!   at runtime; what has left stays gone);
 //! - cost `c` is admitted iff counted + c <= limit, all or nothing.
 
 use proptest::prelude::*;
@@ -18,6 +20,8 @@ struct Oracle {
     entries: Vec<(u64, u64)>,
     /// Everything logged at or before this time has left some earlier window.
     horizon: Option<u64>,
+    /// The window of the last call.
+    window: Option<u64>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -76,22 +80,33 @@ impl Oracle {
         }
     }
 
+    /// A call under `window`: what left the previous call's window or this one is gone.
+    fn touch(&mut self, now: u64, window: u64) {
+        if let Some(prev) = self.window.replace(window) {
+            self.expire(now, prev);
+        }
+        self.expire(now, window);
+    }
+
     fn check(&mut self, now: u64, limit: Limit, cost: u64) -> Answer {
-        self.expire(now, limit.window_micros);
+        self.touch(now, limit.window_micros);
         let allowed = self.used() + cost <= limit.max_requests;
         if allowed {
             let tick = tick_for(limit.window_micros);
-            let mut at = now.div_ceil(tick) * tick;
-            if let Some(&(last, _)) = self.entries.last() {
-                at = at.max(last);
+            let live = self.counted_after(None).count() > 0;
+            match self.entries.last_mut() {
+                Some((at, c)) if live && now <= at.div_ceil(tick) * tick => {
+                    *at = (*at).max(now);
+                    *c += cost;
+                }
+                _ => self.entries.push((now, cost)),
             }
-            self.entries.push((at, cost));
         }
         self.answer(now, limit, cost, allowed)
     }
 
     fn status(&mut self, now: u64, limit: Limit) -> Answer {
-        self.expire(now, limit.window_micros);
+        self.touch(now, limit.window_micros);
         let allowed = self.used() < limit.max_requests;
         self.answer(now, limit, 1, allowed)
     }

@@ -1,10 +1,27 @@
 //! The exact sliding-window log for one key.
 //!
 //! A request of cost `c` at time `t` is allowed iff the costs logged in `(t - W, t]` plus `c` do
-//! not exceed the limit. Requests are logged with their time rounded *up* to a tick of
-//! `max(1 µs, W / 65_536)`, and requests in the same tick share one entry, so a key never holds
-//! more than ~65,537 entries whatever its limit, and an entry leaves the window at most one tick
-//! late: rounding can only deny, never over-admit.
+//! not exceed the limit. Requests in the same tick of `max(1 µs, W / 65_536)` share one entry, so
+//! a key never holds more than ~65,537 entries whatever its limit. An entry's time is the time of
+//! its *newest* request (never rounded into the future), so it leaves the window exactly when its
+//! newest request does: no request is ever released early, and the older requests of an entry are
+//! counted at most one tick late. Rounding can only deny, never over-admit.
+//!
+//! Limits change at runtime, so the history of a key follows one rule, the same in every store:
+//! - a call (decision or status read) under window `W` first drops what has left the window of the
+//!   *previous* call on the key, then what has left `W` — an entry expires under the window of the
+//!   last call that touched the key (this is what the memory store's sweep and the Redis key's TTL
+//!   do between calls, so applying it at the call makes the answer independent of when they ran);
+//!   an entry dropped under a shorter window is gone for good;
+//! - a request joins the newest entry when it falls in the same tick of the current window.
+//!
+//! Bound on over-denial after a window change (from the two rules): a request logged under the
+//! current window is counted at most one current tick longer than exact. After a window is
+//! shortened from `W1` to `W2` at time `c`, a request logged before `c` is counted until its entry's
+//! newest request (no later than `c`, plus less than one `W2` tick if a request after `c` joined
+//! it) leaves `W2`, so the excess ends at most `W2 + tick(W2)` after the change and never exceeds
+//! `tick(W1) + tick(W2)`; entries are never stamped in the future, so nothing logged after the
+//! change inherits the old tick.
 //!
 //! Each entry stores the *cumulative* cost logged up to and including it (16 bytes per entry).
 //! The in-window total is then `last.cumulative - evicted_cumulative`, and the time at which a
@@ -28,7 +45,7 @@ pub fn tick_for(window_micros: Micros) -> Micros {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
-    /// Rounded-up time of the requests in this entry, µs since the epoch.
+    /// Time of the newest request in this entry, µs since the epoch.
     at: Micros,
     /// Total cost logged by this key up to and including this entry.
     cumulative: u64,
@@ -60,7 +77,8 @@ pub struct WindowLog {
     entries: Entries,
     /// Cumulative cost of the newest evicted entry: everything up to here has left the window.
     evicted: u64,
-    /// Window of the last decision, so the background sweep can expire entries without the config.
+    /// Window of the last call on this log (0 before the first): entries expire under it, at the
+    /// next call and in the background sweep alike.
     window: Micros,
 }
 
@@ -86,10 +104,18 @@ impl WindowLog {
         self.entries.is_empty()
     }
 
-    /// Drops entries that have left the window of the last decision; true if the log is now empty.
+    /// Drops entries that have left the window of the last call; true if the log is now empty.
     pub fn expire(&mut self, now: Micros) -> bool {
         self.evict(now, self.window);
         self.is_empty()
+    }
+
+    /// Starts a call under `window`: drops what left the previous call's window, then `window`'s.
+    #[inline]
+    fn touch(&mut self, now: Micros, window: Micros) {
+        let previous = if self.window == 0 { window } else { self.window };
+        self.window = window;
+        self.evict(now, previous.min(window));
     }
 
     #[inline]
@@ -116,8 +142,7 @@ impl WindowLog {
     /// `cost` must be at least 1 and at most `limit.max_requests` (validated by the caller).
     pub fn check_and_consume(&mut self, now: Micros, limit: Limit, cost: u64) -> Verdict {
         let window = limit.window_micros;
-        self.window = window;
-        self.evict(now, window);
+        self.touch(now, window);
         let used = self.used();
         if used + cost <= limit.max_requests {
             self.push(now, window, cost);
@@ -141,8 +166,7 @@ impl WindowLog {
     /// What the log holds now under `limit`, without consuming anything.
     pub fn status(&mut self, now: Micros, limit: Limit) -> Verdict {
         let window = limit.window_micros;
-        self.window = window;
-        self.evict(now, window);
+        self.touch(now, window);
         let used = self.used();
         let allowed = used < limit.max_requests;
         Verdict {
@@ -156,18 +180,21 @@ impl WindowLog {
 
     fn push(&mut self, now: Micros, window: Micros, cost: u64) {
         let tick = tick_for(window);
-        let mut at = now.div_ceil(tick).saturating_mul(tick);
         let cumulative = self.entries.back().map_or(self.evicted, |e| e.cumulative) + cost;
         if let Some(back) = self.entries.back_mut() {
-            // Keep entries ordered even if the window (and so the tick) changed or the clock
-            // stepped back: a later timestamp only keeps the cost counted longer.
-            at = at.max(back.at);
-            if back.at == at {
+            // Same tick of the current window as the newest entry (or the clock stepped back):
+            // share it. Its time moves to the newest request, so every request in it stays
+            // counted at least as long as its own time says.
+            if now <= back.at.div_ceil(tick).saturating_mul(tick) {
+                back.at = back.at.max(now);
                 back.cumulative = cumulative;
                 return;
             }
         }
-        self.entries.push_back(Entry { at, cumulative });
+        self.entries.push_back(Entry {
+            at: now,
+            cumulative,
+        });
     }
 
     /// Earliest time at which `cost` more fits: the expiry of the first entry whose departure
@@ -267,10 +294,74 @@ mod tests {
         let mut log = WindowLog::new();
         log.check_and_consume(S, lim(1, 1.0), 1);
         assert!(!log.expire(S + S / 2));
-        // Logged at S rounded up to the 15 µs tick of a 1 s window: it leaves one tick late.
-        let tick = tick_for(S);
+        // An entry carries its newest request's time: it leaves exactly one window later.
+        assert!(!log.expire(2 * S - 1));
+        assert!(log.expire(2 * S));
+    }
+
+    #[test]
+    fn requests_in_one_tick_share_an_entry_that_leaves_with_the_newest() {
+        let mut log = WindowLog::new();
+        let l = lim(10, 1.0);
+        let tick = tick_for(l.window_micros);
         assert_eq!(tick, 15);
-        assert!(!log.expire(2 * S));
-        assert!(log.expire(2 * S + tick));
+        // Just after a tick boundary: t0 ..= t0 + 14 is one tick.
+        let t0 = (10 * S).div_ceil(tick) * tick + 1;
+        assert!(log.check_and_consume(t0, l, 1).allowed);
+        assert!(log.check_and_consume(t0 + 14, l, 1).allowed);
+        assert_eq!(log.entry_count(), 1);
+        assert!(log.check_and_consume(t0 + 15, l, 1).allowed);
+        assert_eq!(log.entry_count(), 2);
+        // The first entry leaves when its newest request (t0 + 14) does, not at t0 + W.
+        assert_eq!(log.status(t0 + S + 13, l).used, 3);
+        assert_eq!(log.status(t0 + S + 14, l).used, 1);
+    }
+
+    /// Issue 18 item 3: 2 per day, then 2 per second. The request logged under the day's 1.3 s
+    /// tick leaves one second after it was made, not up to 1.3 s later, and a request after the
+    /// change does not merge into an entry stamped in the future.
+    #[test]
+    fn a_shortened_window_does_not_inherit_the_old_tick() {
+        let day = lim(2, 86_400.0);
+        let second = lim(2, 1.0);
+        let old_tick = tick_for(day.window_micros);
+        assert_eq!(old_tick, 1_318_359);
+        for t0 in [100 * old_tick + 1, 100 * old_tick + old_tick / 2] {
+            let mut log = WindowLog::new();
+            assert!(log.check_and_consume(t0, day, 1).allowed);
+            assert!(log.check_and_consume(t0 + S / 2, second, 1).allowed);
+            // Full until the first leaves at t0 + 1 s, never earlier ...
+            assert!(!log.check_and_consume(t0 + S - 1, second, 1).allowed);
+            // ... and not a moment later.
+            assert!(log.check_and_consume(t0 + S, second, 1).allowed);
+            // The request at t0 + 0.5 s leaves at t0 + 1.5 s.
+            assert!(!log.check_and_consume(t0 + 3 * S / 2 - 1, second, 1).allowed);
+            assert!(log.check_and_consume(t0 + 3 * S / 2, second, 1).allowed);
+        }
+    }
+
+    /// The history rule: an entry expires under the window of the last call; lengthening the
+    /// window later does not bring it back, whether or not a sweep ran in between.
+    #[test]
+    fn entries_expire_under_the_window_of_the_last_call() {
+        let short = lim(1, 1.0);
+        let long = lim(1, 60.0);
+        let mut swept = WindowLog::new();
+        let mut unswept = WindowLog::new();
+        for log in [&mut swept, &mut unswept] {
+            assert!(log.check_and_consume(S, short, 1).allowed);
+        }
+        assert!(swept.expire(2 * S));
+        for log in [&mut swept, &mut unswept] {
+            assert!(log.check_and_consume(2 * S, long, 1).allowed);
+        }
+        // But a call under the longer window before the old one ran out keeps the entry.
+        let mut log = WindowLog::new();
+        assert!(log.check_and_consume(S, short, 1).allowed);
+        assert!(!log.check_and_consume(S + S / 2, long, 1).allowed);
+        assert!(!log.expire(30 * S));
+        let v = log.check_and_consume(30 * S, long, 1);
+        assert!(!v.allowed);
+        assert_eq!(v.retry_at, Some(61 * S));
     }
 }
