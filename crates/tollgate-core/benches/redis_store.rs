@@ -139,7 +139,8 @@ fn main() {
         // entry (the worst case for a key of that many requests).
         let key = RateKey::new("mem", "c", "a");
         let l = Limit::new(100_000, 100.0).unwrap();
-        let t0: Micros = 1_700_000_000_000_000;
+        // In the future: explicit times set the key's expiry absolutely.
+        let t0: Micros = 4_000_000_000_000_000;
         for i in 0..100_000u64 {
             redis
                 .check_and_consume_at(key, l, 1, t0 + i * 990)

@@ -120,7 +120,8 @@ fn merge_path_rebases_before_the_cumulative_offset_wraps_full_sequence() {
         let store = store_for(&server).await;
         let key = RateKey::new("wrap", "c", "a");
         let l = Limit::new(1_000_000_000, 0.001).unwrap();
-        let t0: Micros = 1_700_000_000_000_000;
+        // In the future: explicit times set the key's expiry absolutely.
+        let t0: Micros = 4_000_000_000_000_000;
         let mut log = WindowLog::new();
         let mut checked = 0;
         for k in 0..=562_950u64 {
@@ -162,7 +163,7 @@ fn a_shortened_window_is_not_over_denied_for_an_old_tick() {
             let new = Limit::new(2, *new_s).unwrap();
             let old_tick = tick_for(old.window_micros);
             // Just after an old-tick boundary: the worst case for rounding up.
-            let t0 = (1_700_000_000 * S).div_ceil(old_tick) * old_tick + 1;
+            let t0 = (4_000_000_000 * S).div_ceil(old_tick) * old_tick + 1;
             let clock = ManualClock::new(t0);
             let memory = MemoryStore::new(Arc::new(clock.clone()), 1000);
             let tenant = format!("shrink{case}");

@@ -72,7 +72,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 async fn replay(store: &RedisStore, key: &str, ops: &[Op], focus: Option<usize>) {
     let limits = limits();
     let mut log = WindowLog::new();
-    let mut now: Micros = 1_700_000_000_000_000;
+    // Explicit times set the key's expiry absolutely: keep them in the future (year 2096).
+    let mut now: Micros = 4_000_000_000_000_000;
     let k = RateKey::new(key, "c", "a");
     for (i, op) in ops.iter().enumerate() {
         match *op {
@@ -201,7 +202,8 @@ fn packed_log_stays_under_16_bytes_per_logged_request() {
         let key = RateKey::new("mem", "c", "a");
         // 100 s window: tick = 1,525 µs. 100,000 requests 990 µs apart span 99 s of it.
         let l = Limit::new(100_000, 100.0).unwrap();
-        let t0: Micros = 1_700_000_000_000_000;
+        // In the future: explicit times set the key's expiry absolutely.
+        let t0: Micros = 4_000_000_000_000_000;
         for i in 0..100_000u64 {
             let v = store
                 .check_and_consume_at(key, l, 1, t0 + i * 990)

@@ -193,6 +193,10 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(_) => ApiError::StoreUnavailable(format!(
                 "{e}; the decision could not be made (the service is configured to deny on store errors)"
             )),
+            // The key name is internal (and logged with the reason); the client learns what to do.
+            StoreError::Corrupt { .. } => ApiError::StoreUnavailable(
+                "the stored state of this rate-limit key was corrupt and has been reset; the decision could not be made (the service is configured to deny on store errors); retry".into(),
+            ),
         }
     }
 }

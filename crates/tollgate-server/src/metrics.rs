@@ -188,6 +188,7 @@ pub struct Metrics {
     store_status_duration: Histogram,
     store_unavailable: Counter,
     store_key_budget: Counter,
+    store_corrupt: Counter,
     store_healthy: Gauge,
     tracked_keys: Gauge,
     in_flight: Gauge,
@@ -252,6 +253,7 @@ impl Metrics {
             store_status_duration: h(store_duration, &[("op", "status")]),
             store_unavailable: c(store_errors, &[("kind", "unavailable")]),
             store_key_budget: c(store_errors, &[("kind", "key_budget_exhausted")]),
+            store_corrupt: c(store_errors, &[("kind", "corrupt")]),
             store_healthy: g("tollgate_store_healthy", &[]),
             tracked_keys: g("tollgate_tracked_keys", &[]),
             in_flight: g("tollgate_load_in_flight", &[]),
@@ -328,6 +330,7 @@ impl Metrics {
         match err {
             Some(StoreError::Unavailable(_)) => self.store_unavailable.increment(1),
             Some(StoreError::KeyBudgetExhausted { .. }) => self.store_key_budget.increment(1),
+            Some(StoreError::Corrupt { .. }) => self.store_corrupt.increment(1),
             None => {}
         }
     }

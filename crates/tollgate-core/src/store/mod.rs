@@ -22,12 +22,18 @@ pub enum StoreError {
     /// The backend could not be reached or did not answer in time.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The backend answered, but the key's stored state was not a valid log (wrong type, truncated,
+    /// edited, an older format). The store has reset the key; only this decision is affected.
+    #[error("the stored state of key {key} was corrupt ({reason}) and has been reset")]
+    Corrupt { key: String, reason: String },
 }
 
 impl StoreError {
-    /// Transient errors are outages the fail-open/closed policy applies to; the rest are answers.
+    /// Transient errors are the ones the fail-open/closed policy applies to: an outage, or a
+    /// corrupt key that the store has already repaired (the next decision on it succeeds). The
+    /// rest are answers.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(self, StoreError::Unavailable(_) | StoreError::Corrupt { .. })
     }
 }
 

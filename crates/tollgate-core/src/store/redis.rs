@@ -5,7 +5,9 @@
 //!
 //! Faults: each call is bounded by the command timeout, and a circuit breaker turns a Redis
 //! outage into fast `Unavailable` errors (the limiter then applies `--on-store-error`) with one
-//! probe per interval, instead of a timeout per request.
+//! probe per interval, instead of a timeout per request. A key whose stored value is not a valid
+//! log is a different matter: Redis answered, the script reset the key, and the call is a
+//! per-key `Corrupt` error that never counts against the breaker.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +59,9 @@ struct Inner {
     timeout: Duration,
     breaker: CircuitBreaker,
 }
+
+/// The error code the script raises for a key that is not a valid log (see `redis_window.lua`).
+const CORRUPT_CODE: &str = "TGCORRUPT";
 
 /// Which of the script's two operations to run.
 #[derive(Clone, Copy)]
@@ -131,7 +136,9 @@ impl RedisStore {
         inv.arg(mode)
             .arg(limit.max_requests)
             .arg(limit.window_micros)
-            .arg(cost);
+            .arg(cost)
+            // May create the key.
+            .arg("1");
         if let Some(t) = at {
             inv.arg(t);
         }
@@ -139,6 +146,11 @@ impl RedisStore {
         let reply: Result<(i64, i64, i64, i64, i64), String> =
             match tokio::time::timeout(inner.timeout, inv.invoke_async(&mut conn)).await {
                 Ok(Ok(r)) => Ok(r),
+                Ok(Err(e)) if e.code() == Some(CORRUPT_CODE) => {
+                    // Redis answered: the breaker counts this as a success.
+                    inner.breaker.on_success();
+                    return Err(self.corrupt(key, &e));
+                }
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err(format!(
                     "Redis did not answer within {} ms",
@@ -164,8 +176,23 @@ impl RedisStore {
         }
     }
 
+    /// The per-key error for a key the script found corrupt (and has already reset).
+    fn corrupt(&self, key: RateKey<'_>, e: &redis::RedisError) -> StoreError {
+        let name = String::from_utf8_lossy(&self.redis_key(key)).into_owned();
+        // The detail ends with where in the script the error was raised; keep only the reason.
+        let detail = e.detail().unwrap_or("");
+        let reason = detail
+            .split(" script: ")
+            .next()
+            .unwrap_or(detail)
+            .to_string();
+        tracing::warn!(key = %name.escape_debug(), %reason, "corrupt rate-limit state in Redis; the key was reset");
+        StoreError::Corrupt { key: name, reason }
+    }
+
     /// The decision at a given time instead of Redis's clock. Only for differential tests against
-    /// `WindowLog`; the service always uses Redis time.
+    /// `WindowLog`; the service always uses Redis time. The key's expiry is set absolutely from
+    /// this time, so send times at or after the real clock or the key expires at once.
     #[doc(hidden)]
     pub async fn check_and_consume_at(
         &self,

@@ -1,20 +1,26 @@
--- tollgate: one atomic sliding-window-log decision, the same algorithm as window.rs (WindowLog).
+-- tollgate: one atomic sliding-window-log decision, the same algorithm as window/mod.rs (WindowLog),
+-- decision for decision.
 --
 -- KEYS[1]  the key's log
 -- ARGV[1]  'c' = check and consume, 's' = status (consumes nothing; keeps evictions)
 -- ARGV[2]  max_requests
 -- ARGV[3]  window in microseconds
 -- ARGV[4]  cost
--- ARGV[5]  optional: decision time in microseconds, used instead of Redis TIME (differential tests
---          against WindowLog only; the service never sends it)
+-- ARGV[5]  may-create flag: '1' = this call may create the key, '0' = it may not
+-- ARGV[6]  optional: decision time in microseconds, used instead of Redis TIME (tests only; the
+--          service never sends it). The key's expiry is absolute (PEXPIREAT) from this time too,
+--          so tests send times at or after the real clock.
 -- Returns {allowed 0|1, used, reset_at_us, retry_at_us or -1, now_us}.
+-- Errors 'TGCORRUPT <reason>' when the key held anything but a valid log (wrong type, truncated,
+-- foreign or edited bytes, an older format): the key has been deleted (reset) by then, and the
+-- caller answers this one decision per its store-error policy.
 --
 -- Representation: one Redis string, so memory is ~12 bytes per entry instead of the ~120 a sorted
 -- set costs, and every read or write is a GETRANGE/SETRANGE of a few bytes, never O(entries):
 --
---   header (72 bytes, big-endian u64s): head, count, cap, base_time, base_cum, evicted, and a
---          copy of the oldest live entry's time and the newest entry's time and cumulative cost,
---          so the common decision reads 72 bytes and touches no record
+--   header (96 bytes): 'TGWL', u32 version, then big-endian u64s: head, count, cap, base_time,
+--          base_cum, evicted, a copy of the oldest live entry's time, the newest entry's time and
+--          cumulative cost, the window of the last call, and a checksum of all of these
 --   records (12 bytes each, index 0..cap): u48 time offset from base_time, u48 cumulative cost
 --                                           offset from base_cum
 --
@@ -26,6 +32,10 @@
 -- it when live records fill less than a quarter. Each rewrite copies O(live) bytes after at least
 -- O(live/8) appends or evictions, so the cost per call stays O(1) amortized plus O(log n) for the
 -- binary searches.
+--
+-- Validation is O(1): STRLEN, the header's magic, version, checksum and invariants, and bounds on
+-- the records a call reads anyway. A record edited in the middle of the log is not detected (that
+-- would take a scan); anything else is.
 
 local key = KEYS[1]
 local consume = ARGV[1] == 'c'
@@ -33,24 +43,66 @@ local max = tonumber(ARGV[2])
 local window = tonumber(ARGV[3])
 local cost = tonumber(ARGV[4])
 local now
-if ARGV[5] then
-  now = tonumber(ARGV[5])
+if ARGV[6] then
+  now = tonumber(ARGV[6])
 else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
-local H, R = 72, 12
-local HFMT, RFMT = '>I8I8I8I8I8I8I8I8I8', '>I6I6'
+local H, R = 96, 12
+local HFMT, RFMT = '>c4I4I8I8I8I8I8I8I8I8I8I8I8', '>I6I6'
+local MAGIC, VERSION = 'TGWL', 1
 -- Record offsets are 48-bit; rebase before one would overflow.
 local LIMIT48 = 281474976710656
+-- Far above what a log needs (a few times 65,537 entries after window changes, plus slack).
+local MAXCAP = 1048576
 
--- head_at, last_at and last_c are meaningful only while head < count (something is live).
-local head, count, cap, base_t, base_c, evicted, head_at, last_at, last_c = 0, 0, 0, 0, 0, 0, 0, 0, 0
-local hdr = redis.call('GETRANGE', key, 0, H - 1)
-if #hdr == H then
-  head, count, cap, base_t, base_c, evicted, head_at, last_at, last_c = struct.unpack(HFMT, hdr)
+local function corrupt(reason)
+  redis.call('DEL', key)
+  error({err = 'TGCORRUPT ' .. reason})
 end
+
+-- A checksum of the header fields (a polynomial hash mod a 32-bit prime; every step is exact in
+-- Lua's doubles): catches edited or torn headers, not an adversary who can write Redis anyway.
+local function checksum(f)
+  local h = VERSION
+  for i = 1, #f do
+    local hi = math.floor(f[i] / 4294967296)
+    h = math.fmod(h * 65599 + hi, 4294967291)
+    h = math.fmod(h * 65599 + (f[i] - hi * 4294967296), 4294967291)
+  end
+  return h
+end
+
+-- The header. head_at, last_at and last_c are meaningful only while head < count; a stored log
+-- always has something live (a call that empties it deletes it).
+local head, count, cap, base_t, base_c, evicted, head_at, last_at, last_c = 0, 0, 0, 0, 0, 0, 0, 0, 0
+local last_window = window
+local len = redis.pcall('STRLEN', key)
+if type(len) == 'table' then corrupt('not a string') end
+local exists = len > 0 or redis.call('EXISTS', key) == 1
+if exists then
+  if len < H then corrupt('shorter than the header') end
+  local magic, version, check
+  magic, version, head, count, cap, base_t, base_c, evicted, head_at, last_at, last_c, last_window,
+    check = struct.unpack(HFMT, redis.call('GETRANGE', key, 0, H - 1))
+  if magic ~= MAGIC then corrupt('no tollgate header (foreign bytes or an older format)') end
+  if version ~= VERSION then corrupt('unknown format version') end
+  if check ~= checksum({head, count, cap, base_t, base_c, evicted, head_at, last_at, last_c,
+      last_window}) then
+    corrupt('header checksum mismatch')
+  end
+  if not (head < count and count <= cap and cap <= MAXCAP) then corrupt('record bounds') end
+  if len ~= H + cap * R then corrupt('length does not match the capacity') end
+  if not (last_window >= 1 and base_t <= head_at and head_at <= last_at
+      and last_at - base_t < LIMIT48 and base_c <= evicted and evicted < last_c
+      and last_c - base_c < LIMIT48) then
+    corrupt('inconsistent header')
+  end
+end
+-- From here on the header is trusted. (Where a missing key may not be created, ARGV[5] = '0',
+-- the call is refused here, before anything is written.)
 
 local function rec(i)
   local s = redis.call('GETRANGE', key, H + i * R, H + i * R + R - 1)
@@ -58,19 +110,31 @@ local function rec(i)
   return a + base_t, c + base_c
 end
 
--- Evict: entries at `at` are counted while now < at + window.
+-- Evict, first under the window of the previous call (what its TTL would have expired), then
+-- under this one: entries at `at` are counted while now < at + window.
 local changed = false
-if head < count and head_at + window <= now then
-  local lo, hi = head + 1, count
-  while lo < hi do
-    local mid = math.floor((lo + hi) / 2)
-    if rec(mid) + window > now then hi = mid else lo = mid + 1 end
+local dirty = exists and last_window ~= window
+if exists then
+  local w = math.min(last_window, window)
+  if head_at + w <= now then
+    local lo, hi = head + 1, count
+    while lo < hi do
+      local mid = math.floor((lo + hi) / 2)
+      if rec(mid) + w > now then hi = mid else lo = mid + 1 end
+    end
+    local _, c = rec(lo - 1)
+    if c <= evicted or c > last_c or (lo == count) ~= (c == last_c) then
+      corrupt('records out of order')
+    end
+    evicted = c
+    head = lo
+    if head < count then
+      local at = rec(head)
+      if at < head_at or at > last_at then corrupt('records out of order') end
+      head_at = at
+    end
+    changed = true
   end
-  local _, c = rec(lo - 1)
-  evicted = c
-  head = lo
-  if head < count then head_at = rec(head) end
-  changed = true
 end
 
 if head == count then
@@ -119,17 +183,13 @@ local function rewrite(newcap, rebase_t, rebase_c)
   changed = true
 end
 
-local function write_header()
-  redis.call('SETRANGE', key, 0, struct.pack(HFMT, head, count, cap, base_t, base_c, evicted,
-    head_at, last_at or 0, last_c))
-end
-
-local function expire()
-  -- With a test-supplied time, Redis's own expiry (real time) would not match the log's time.
-  if last_at == nil or ARGV[5] then return end
-  -- The key is useless once its newest entry leaves the window.
-  local ttl_us = last_at + window - now
-  redis.call('PEXPIRE', key, math.max(1, math.ceil(ttl_us / 1000)))
+-- Writes the header and sets the key to expire when its newest entry leaves the window of this
+-- call: the same moment the memory store's sweep would drop it.
+local function save()
+  local f = {head, count, cap, base_t, base_c, evicted, head_at, last_at, last_c, window}
+  f[11] = checksum(f)
+  redis.call('SETRANGE', key, 0, struct.pack(HFMT, MAGIC, VERSION, unpack(f)))
+  redis.call('PEXPIREAT', key, math.ceil((last_at + window) / 1000))
 end
 
 -- Give memory back once live records fill under a quarter of the string; only after evictions.
@@ -138,15 +198,10 @@ if changed and head < count and cap > 64 and (count - head) * 4 < cap then
 end
 
 if not consume then
-  -- A status read keeps what it evicted, as WindowLog does: eviction under a shorter window
-  -- must be permanent in both stores or they would diverge.
-  if changed then
-    if head == count then
-      redis.call('DEL', key)
-    else
-      write_header()
-      expire()
-    end
+  -- A status read keeps what it evicted and the window it read under, as WindowLog does: both
+  -- stores must forget the same history.
+  if changed or dirty then
+    if head == count then redis.call('DEL', key) else save() end
   end
   local allowed = used < max
   local retry = -1
@@ -155,31 +210,40 @@ if not consume then
 end
 
 if used + cost > max then
-  if changed then
-    write_header()
-    expire()
-  end
+  if changed or dirty then save() end
   return {0, used, reset_at(), fits_at(cost), now}
 end
 
+-- A request joins the newest entry when it falls in the same tick of this window (or the clock
+-- stepped back), and the entry takes its time; otherwise it starts an entry at its own time.
 local tick = math.max(1, math.floor(window / 65536))
--- Round up to the tick; fmod is exact on doubles, unlike a division at 1e15.
-local at = now - math.fmod(now, tick)
-if at < now then at = at + tick end
--- Keep entries ordered even if the window (so the tick) changed or the clock stepped back.
-if last_at ~= nil and last_at > at then at = last_at end
+local at = now
+local merge = false
+if last_at ~= nil then
+  -- The end of the newest entry's tick; fmod is exact on doubles, unlike a division at 1e15.
+  local tick_end = last_at - math.fmod(last_at, tick)
+  if tick_end < last_at then tick_end = tick_end + tick end
+  if now <= tick_end then
+    merge = true
+    at = math.max(now, last_at)
+  end
+end
 local newc = last_c + cost
 
-if last_at ~= nil and last_at == at then
+-- Rebase before either path packs an offset that would not fit 48 bits.
+if last_at ~= nil and (at - base_t >= LIMIT48 or newc - base_c >= LIMIT48) then
+  rewrite(math.max(cap, count - head + 4), head_at, evicted)
+end
+
+if merge then
   redis.call('SETRANGE', key, H + (count - 1) * R, struct.pack(RFMT, at - base_t, newc - base_c))
+  if head == count - 1 then head_at = at end
 else
   if head == count then
     -- Nothing live: start over in place, rebased at this entry.
     head, count, base_t, base_c = 0, 0, at, evicted
     if cap > 64 then rewrite(4) end
     head_at = at
-  elseif at - base_t >= LIMIT48 or newc - base_c >= LIMIT48 then
-    rewrite(math.max(cap, count - head + 4), head_at, evicted)
   end
   if count >= cap then
     local live = count - head
@@ -193,6 +257,5 @@ else
   count = count + 1
 end
 last_at, last_c = at, newc
-write_header()
-expire()
+save()
 return {1, used + cost, reset_at(), -1, now}
