@@ -145,6 +145,80 @@ fn merge_path_rebases_before_the_cumulative_offset_wraps_full_sequence() {
     });
 }
 
+/// The layout of `redis_window.lua`'s header: 'TGWL', version 1, ten u64 fields, a checksum.
+fn packed_log(fields: [u64; 10], records: &[(u64, u64)], cap: usize) -> Vec<u8> {
+    let mut h: u64 = 1;
+    for f in fields {
+        h = (h * 65599 + (f >> 32)) % 4_294_967_291;
+        h = (h * 65599 + (f & 0xffff_ffff)) % 4_294_967_291;
+    }
+    let mut v = b"TGWL".to_vec();
+    v.extend_from_slice(&1u32.to_be_bytes());
+    for f in fields.into_iter().chain([h]) {
+        v.extend_from_slice(&f.to_be_bytes());
+    }
+    for &(t, c) in records {
+        v.extend_from_slice(&t.to_be_bytes()[2..]);
+        v.extend_from_slice(&c.to_be_bytes()[2..]);
+    }
+    v.resize(96 + cap * 12, 0);
+    v
+}
+
+/// Issue 18 item 2, fast: a log whose newest entry's cumulative offset is 5*10^7 short of 2^48;
+/// a cost of 10^8 in the same microsecond (the merge path) must rebase instead of wrapping, so
+/// the next request's retry time is the entry's expiry (t + 1 ms), as `WindowLog` says.
+#[test]
+fn merge_path_rebases_before_the_cumulative_offset_wraps() {
+    if skip_without_redis("merge_path_rebases") {
+        return;
+    }
+    let server = RedisServer::start();
+    let rt = rt();
+    rt.block_on(async {
+        let store = store_for(&server).await;
+        let key = RateKey::new("wrap", "c", "a");
+        let l = Limit::new(1_000_000_000, 0.001).unwrap();
+        let t: Micros = 4_000_000_000_000_000;
+        let last_c: u64 = (1 << 48) - 50_000_000;
+        let evicted = last_c - 400_000_000;
+        // head, count, cap, base_t, base_c, evicted, head_at, last_at, last_c, window
+        let log = packed_log(
+            [0, 1, 4, t, 0, evicted, t, t, last_c, l.window_micros],
+            &[(0, last_c)],
+            4,
+        );
+        let mut conn = redis::Client::open(server.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(store.redis_key(key))
+            .arg(log)
+            .query(&mut conn)
+            .unwrap();
+        let merged = store.check_and_consume_at(key, l, 100_000_000, t).await.unwrap();
+        assert!(merged.allowed && merged.used == 500_000_000, "{merged:?}");
+        let probe = store
+            .check_and_consume_at(key, l, 600_000_000, t + 1)
+            .await
+            .unwrap();
+        assert!(!probe.allowed);
+        assert_eq!(probe.used, 500_000_000);
+        assert_eq!(probe.retry_at, Some(t + 1000), "retry when the entry leaves");
+        let early = store
+            .check_and_consume_at(key, l, 600_000_000, t + 999)
+            .await
+            .unwrap();
+        assert!(!early.allowed, "still denied one microsecond before");
+        let on_time = store
+            .check_and_consume_at(key, l, 600_000_000, t + 1000)
+            .await
+            .unwrap();
+        assert!(on_time.allowed && on_time.used == 600_000_000, "{on_time:?}");
+    });
+}
+
 /// Issue 18 item 3 on both stores: after a window is shortened, a request logged under the old
 /// window is counted until its own time + the new window (never earlier), not until an old tick
 /// later; and requests after the change do not merge into an entry stamped in the future.
