@@ -28,9 +28,18 @@ use tollgate_core::{Limit, RateKey};
 
 #[derive(Debug, Clone)]
 enum Op {
-    Consume { dt: Micros, limit: usize, cost_pct: u8 },
-    Status { dt: Micros, limit: usize },
-    Sweep { dt: Micros },
+    Consume {
+        dt: Micros,
+        limit: usize,
+        cost_pct: u8,
+    },
+    Status {
+        dt: Micros,
+        limit: usize,
+    },
+    Sweep {
+        dt: Micros,
+    },
 }
 
 /// Windows from 1 ms to an hour (ticks from 1 µs to 55 ms), maxima from 1 to 10^9: changing
@@ -174,9 +183,7 @@ async fn replay(subjects: &Subjects, case: u64, start: Micros, ops: &[Op]) {
         if let (Some(r), Some((store, conn))) = (got_redis, &mut redis) {
             assert_eq!(r, got_memory, "op {i} {op:?} at {now}: Redis vs memory");
             let at = expire_time(conn, &store.redis_key(key)).await;
-            let expected = model
-                .expires_at()
-                .map_or(-2, |t| t.div_ceil(1000) as i64);
+            let expected = model.expires_at().map_or(-2, |t| t.div_ceil(1000) as i64);
             assert_eq!(
                 at, expected,
                 "op {i} {op:?} at {now}: the key's expiry follows the window of the last call"

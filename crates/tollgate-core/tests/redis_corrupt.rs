@@ -82,7 +82,10 @@ fn corruptions(original: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
         ("all 0xFF", vec![0xFFu8; original.len()]),
         ("truncated record", original[..original.len() - 5].to_vec()),
         ("count edited down to head", copy_field(OFF_HEAD, OFF_COUNT)),
-        ("evicted edited up to last", copy_field(OFF_LAST_C, OFF_EVICTED)),
+        (
+            "evicted edited up to last",
+            copy_field(OFF_LAST_C, OFF_EVICTED),
+        ),
         ("old format (no magic)", original[8..].to_vec()),
     ]
 }
@@ -119,10 +122,16 @@ fn corrupt_values_are_detected_reset_and_never_read_as_an_empty_log() {
                 }
                 other => panic!("{case}: expected Corrupt, got {other:?}"),
             }
-            assert!(store.is_healthy(), "{case}: a corrupt key never opens the breaker");
+            assert!(
+                store.is_healthy(),
+                "{case}: a corrupt key never opens the breaker"
+            );
             // Repaired: the key was reset, and decisions on it work again.
             let v = store.check_and_consume(key, l, 1).await.unwrap();
-            assert!(v.allowed && v.used == 1, "{case}: reset key answers exactly: {v:?}");
+            assert!(
+                v.allowed && v.used == 1,
+                "{case}: reset key answers exactly: {v:?}"
+            );
         }
     });
 }

@@ -31,8 +31,8 @@ async fn store_for(server: &RedisServer) -> RedisStore {
     // failure.
     opts.command_timeout = Duration::from_secs(10);
     RedisStore::connect(&opts, RedisStoreOptions::default())
-    .await
-    .expect("connect to the test redis")
+        .await
+        .expect("connect to the test redis")
 }
 
 fn pttl(server: &RedisServer, store: &RedisStore, key: RateKey<'_>) -> i64 {
@@ -63,7 +63,10 @@ fn a_denial_under_a_lengthened_window_keeps_the_key_for_the_new_window() {
         let denied = store.check_and_consume(key, long, 1).await.unwrap();
         assert!(!denied.allowed);
         let ttl = pttl(&server, &store, key);
-        assert!(ttl > 55_000, "TTL follows the 60 s window after a denial: {ttl} ms");
+        assert!(
+            ttl > 55_000,
+            "TTL follows the 60 s window after a denial: {ttl} ms"
+        );
         // The reported sequence, on the real clock: after the old window the key is still there.
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let later = store.check_and_consume(key, long, 1).await.unwrap();
@@ -97,7 +100,10 @@ fn a_status_read_under_a_lengthened_window_keeps_the_key_for_the_new_window() {
         let v = store.status(key, long).await.unwrap();
         assert_eq!(v.used, 1);
         let ttl = pttl(&server, &store, key);
-        assert!(ttl > 55_000, "TTL follows the 60 s window after a status read: {ttl} ms");
+        assert!(
+            ttl > 55_000,
+            "TTL follows the 60 s window after a status read: {ttl} ms"
+        );
     });
 }
 
@@ -197,7 +203,10 @@ fn merge_path_rebases_before_the_cumulative_offset_wraps() {
             .arg(log)
             .query(&mut conn)
             .unwrap();
-        let merged = store.check_and_consume_at(key, l, 100_000_000, t).await.unwrap();
+        let merged = store
+            .check_and_consume_at(key, l, 100_000_000, t)
+            .await
+            .unwrap();
         assert!(merged.allowed && merged.used == 500_000_000, "{merged:?}");
         let probe = store
             .check_and_consume_at(key, l, 600_000_000, t + 1)
@@ -205,7 +214,11 @@ fn merge_path_rebases_before_the_cumulative_offset_wraps() {
             .unwrap();
         assert!(!probe.allowed);
         assert_eq!(probe.used, 500_000_000);
-        assert_eq!(probe.retry_at, Some(t + 1000), "retry when the entry leaves");
+        assert_eq!(
+            probe.retry_at,
+            Some(t + 1000),
+            "retry when the entry leaves"
+        );
         let early = store
             .check_and_consume_at(key, l, 600_000_000, t + 999)
             .await
@@ -215,7 +228,10 @@ fn merge_path_rebases_before_the_cumulative_offset_wraps() {
             .check_and_consume_at(key, l, 600_000_000, t + 1000)
             .await
             .unwrap();
-        assert!(on_time.allowed && on_time.used == 600_000_000, "{on_time:?}");
+        assert!(
+            on_time.allowed && on_time.used == 600_000_000,
+            "{on_time:?}"
+        );
     });
 }
 
@@ -253,7 +269,11 @@ fn a_shortened_window_is_not_over_denied_for_an_old_tick() {
                 // ... and allowed then, not an old tick later.
                 (t0 + new.window_micros, new, true),
                 // Two counted again (t0 + W/2 and t0 + W): denied until t0 + W/2 leaves.
-                (t0 + new.window_micros + new.window_micros / 2 - 1, new, false),
+                (
+                    t0 + new.window_micros + new.window_micros / 2 - 1,
+                    new,
+                    false,
+                ),
                 (t0 + new.window_micros + new.window_micros / 2, new, true),
             ];
             for (i, (t, l, want)) in steps.iter().enumerate() {

@@ -85,7 +85,10 @@ async fn admits_up_to_limit_then_denies(s: &dyn Store) {
         if v.reset_at != oldest {
             // Only a request in the first entry's tick joins it, and then the entry leaves
             // with that request.
-            assert!(v.now <= first_tick_end, "request {i} moved the reset: {v:?}");
+            assert!(
+                v.now <= first_tick_end,
+                "request {i} moved the reset: {v:?}"
+            );
             assert_eq!(v.reset_at, v.now + l.window_micros);
             oldest = v.reset_at;
         }

@@ -3,9 +3,9 @@
 //! `tollgate_store_errors_total{kind="corrupt"}`, the service stays healthy (the breaker does not
 //! open), and another tenant's decisions stay exact.
 
-mod support;
 #[path = "../../tollgate-core/tests/support/redis_server.rs"]
 mod redis_server;
+mod support;
 
 use std::sync::Arc;
 
@@ -52,7 +52,11 @@ async fn corrupt_with_a_list(server: &RedisServer, store: &RedisStore, tenant: &
         .await
         .unwrap();
     let name = store.redis_key(RateKey::new(tenant, "c", "a"));
-    let _: () = redis::cmd("DEL").arg(&name).query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&name)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let _: () = redis::cmd("RPUSH")
         .arg(&name)
         .arg("x")
@@ -89,12 +93,18 @@ async fn a_corrupt_key_is_answered_per_policy_counted_and_isolated() {
             }
             let r = send(&app, Method::POST, CHECK, Some(&body(&victim)), &[]).await;
             let j = r.json();
-            assert_ne!(j["status"], "fail_open", "round {round}: victim failed open");
+            assert_ne!(
+                j["status"], "fail_open",
+                "round {round}: victim failed open"
+            );
             victim_allowed += (r.status == StatusCode::OK) as u32;
             let h = send(&app, Method::GET, "/api/health", None, &[]).await;
             assert_eq!(h.status, StatusCode::OK, "round {round}: still healthy");
         }
-        assert_eq!(victim_allowed, 5, "{policy:?}: the victim got exactly its limit");
+        assert_eq!(
+            victim_allowed, 5,
+            "{policy:?}: the victim got exactly its limit"
+        );
         let m = send(&app, Method::GET, "/metrics", None, &[]).await;
         let m = parse_metrics(&m.text());
         assert_eq!(m["tollgate_store_errors_total{kind=\"corrupt\"}"], 8.0);

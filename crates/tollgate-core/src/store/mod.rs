@@ -33,7 +33,10 @@ impl StoreError {
     /// corrupt key that the store has already repaired (the next decision on it succeeds). The
     /// rest are answers.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_) | StoreError::Corrupt { .. })
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::Corrupt { .. }
+        )
     }
 }
 

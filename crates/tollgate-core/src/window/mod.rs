@@ -113,7 +113,11 @@ impl WindowLog {
     /// Starts a call under `window`: drops what left the previous call's window, then `window`'s.
     #[inline]
     fn touch(&mut self, now: Micros, window: Micros) {
-        let previous = if self.window == 0 { window } else { self.window };
+        let previous = if self.window == 0 {
+            window
+        } else {
+            self.window
+        };
         self.window = window;
         self.evict(now, previous.min(window));
     }

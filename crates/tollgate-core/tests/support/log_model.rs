@@ -133,4 +133,3 @@ impl Oracle {
         self.answer(now, limit, 1, allowed)
     }
 }
-
