@@ -153,11 +153,13 @@ fn merge_path_rebases_before_the_cumulative_offset_wraps_full_sequence() {
 
 /// The layout of `redis_window.lua`'s header: 'TGWL', version 1, ten u64 fields, a checksum.
 fn packed_log(fields: [u64; 10], records: &[(u64, u64)], cap: usize) -> Vec<u8> {
-    let mut h: u64 = 1;
+    // The script's arithmetic, in doubles: one multiply, one add, one fmod per field.
+    const P: f64 = 4_294_967_291.0;
+    let mut x: f64 = 1.0;
     for f in fields {
-        h = (h * 65599 + (f >> 32)) % 4_294_967_291;
-        h = (h * 65599 + (f & 0xffff_ffff)) % 4_294_967_291;
+        x = (x * 65599.0 + f as f64) % P;
     }
+    let h = x as u64;
     let mut v = b"TGWL".to_vec();
     v.extend_from_slice(&1u32.to_be_bytes());
     for f in fields.into_iter().chain([h]) {
