@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 
 pub use document::{
-    ConfigDocument, ConfigProblem, GlobalSettings, LimitSpec, TenantDocument,
+    ConfigDocument, ConfigProblem, GlobalPatch, GlobalSettings, LimitSpec, TenantDocument,
     DEFAULT_QUEUE_TIMEOUT_MS,
 };
 pub use file::{parse_toml, FileBackend};
@@ -64,7 +64,8 @@ impl ConfigBackend for NoPersistence {
 /// One change requested through the API (or a reload).
 #[derive(Debug, Clone)]
 pub enum Change {
-    Global(GlobalSettings),
+    /// Some or all global settings; omitted ones keep the value in force when it is applied.
+    Global(GlobalPatch),
     SetAction {
         tenant: String,
         action: String,
@@ -375,12 +376,13 @@ fn build(cur: &Snapshot, change: &Change) -> Result<Snapshot, ConfigError> {
         }
     };
     match change {
-        Change::Global(g) => {
+        Change::Global(patch) => {
+            let g = patch.apply_to(&cur.global);
             let p = g.problems("");
             if !p.is_empty() {
                 return Err(ConfigError::Invalid(join(&p)));
             }
-            next.global = *g;
+            next.global = g;
         }
         Change::SetAction {
             tenant,
