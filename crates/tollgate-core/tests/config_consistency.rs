@@ -92,7 +92,11 @@ fn assert_load_follows_snapshot(limiter: &Limiter) {
     assert_eq!(snap.version, 2, "the other instance's snapshot was adopted");
     let load = limiter.load().snapshot();
     assert_eq!(
-        (load.capacity, load.max_queue, load.timeout.as_millis() as u64),
+        (
+            load.capacity,
+            load.max_queue,
+            load.timeout.as_millis() as u64
+        ),
         (10, 3, 250),
         "the load manager must enforce the settings in force, not the stale ones"
     );

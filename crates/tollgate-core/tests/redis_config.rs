@@ -142,7 +142,10 @@ async fn a_failed_change_after_a_conflict_still_reconfigures_admission() {
         .await;
     assert!(matches!(r, Err(ConfigError::NotFound(_))), "{r:?}");
     assert_eq!(b.config().snapshot().version, 3);
-    assert_eq!(b.config().snapshot().global.max_global_concurrent_requests, 10);
+    assert_eq!(
+        b.config().snapshot().global.max_global_concurrent_requests,
+        10
+    );
     assert_eq!(
         b.load().snapshot().capacity,
         10,
@@ -211,13 +214,22 @@ async fn refresh_restores_a_lost_configuration_and_instances_agree() {
     a.apply(set_action("t", "y", 4)).await.unwrap();
     server.command(&["FLUSHALL"]).unwrap();
     // The instance behind restores first.
-    assert!(!b.refresh().await.unwrap(), "B stored its own; nothing changed for B");
+    assert!(
+        !b.refresh().await.unwrap(),
+        "B stored its own; nothing changed for B"
+    );
     assert_eq!(b_backend.stored_version().await.unwrap(), 1);
-    assert!(a.refresh().await.unwrap(), "A adopted the restored configuration");
+    assert!(
+        a.refresh().await.unwrap(),
+        "A adopted the restored configuration"
+    );
     assert_eq!(a.snapshot().version, 4, "above A's own 3, never lower");
     assert!(b.refresh().await.unwrap());
     assert_eq!(&**b.snapshot(), &**a.snapshot());
-    assert!(!a.refresh().await.unwrap() && !b.refresh().await.unwrap(), "settled");
+    assert!(
+        !a.refresh().await.unwrap() && !b.refresh().await.unwrap(),
+        "settled"
+    );
 
     // The instance ahead restores first: the other simply adopts the newer configuration.
     a.apply(set_action("t", "v", 7)).await.unwrap();
@@ -239,18 +251,27 @@ async fn a_stored_version_of_u64_max_is_refused_not_wrapped() {
     let b = backend(server.url()).await;
     let cm = ConfigManager::open(b.clone(), None).await.unwrap();
     let max = u64::MAX.to_string();
-    let doc = format!(r#"{{"version":{max},"global":{{"max_global_concurrent_requests":5,"max_tenant_queue_size":1}}}}"#);
+    let doc = format!(
+        r#"{{"version":{max},"global":{{"max_global_concurrent_requests":5,"max_tenant_queue_size":1}}}}"#
+    );
     for (field_only, what) in [(true, "the version field"), (false, "field and document")] {
-        server.command(&["HSET", "tg{}:config", "version", &max]).unwrap();
+        server
+            .command(&["HSET", "tg{}:config", "version", &max])
+            .unwrap();
         if !field_only {
-            server.command(&["HSET", "tg{}:config", "doc", &doc]).unwrap();
+            server
+                .command(&["HSET", "tg{}:config", "doc", &doc])
+                .unwrap();
         }
         let e = b.stored_version().await.unwrap_err();
         assert!(
             matches!(&e, ConfigError::Corrupt(m) if m.contains(&max) && m.contains("tg{}:config")),
             "{what}: {e:?}"
         );
-        assert!(matches!(cm.refresh().await, Err(ConfigError::Corrupt(_))), "{what}");
+        assert!(
+            matches!(cm.refresh().await, Err(ConfigError::Corrupt(_))),
+            "{what}"
+        );
         let r = cm.apply(set_action("t", "x", 3)).await;
         assert!(matches!(r, Err(ConfigError::Corrupt(_))), "{what}: {r:?}");
         assert_eq!(cm.snapshot().version, 1, "{what}: nothing adopted");

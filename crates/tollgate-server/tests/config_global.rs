@@ -115,7 +115,11 @@ async fn any_subset_of_the_global_keys_may_be_given() {
         r.json()["global"],
         json!({"max_global_concurrent_requests": 1000, "max_tenant_queue_size": 0, "queue_timeout_ms": 250})
     );
-    let r = put_global(&svc, r#"{"max_global_concurrent_requests":9,"queue_timeout_ms":null}"#).await;
+    let r = put_global(
+        &svc,
+        r#"{"max_global_concurrent_requests":9,"queue_timeout_ms":null}"#,
+    )
+    .await;
     assert_eq!(
         r.json()["global"],
         json!({"max_global_concurrent_requests": 9, "max_tenant_queue_size": 0, "queue_timeout_ms": 250})
@@ -126,7 +130,10 @@ async fn any_subset_of_the_global_keys_may_be_given() {
     assert_eq!(r.json()["global"]["max_global_concurrent_requests"], 9);
     assert_eq!(r.json()["version"].as_u64().unwrap(), before + 1);
     let load = svc.state.limiter().load().snapshot();
-    assert_eq!((load.capacity, load.max_queue, load.timeout.as_millis()), (9, 0, 250));
+    assert_eq!(
+        (load.capacity, load.max_queue, load.timeout.as_millis()),
+        (9, 0, 250)
+    );
 }
 
 /// A bad value in a partial body is refused with a clear error and changes nothing.
@@ -135,9 +142,15 @@ async fn a_partial_global_change_is_validated_as_a_whole() {
     let svc = service(None);
     let v0 = svc.state.limiter().config().snapshot().version;
     for (body, field) in [
-        (r#"{"max_global_concurrent_requests":0}"#, "max_global_concurrent_requests"),
+        (
+            r#"{"max_global_concurrent_requests":0}"#,
+            "max_global_concurrent_requests",
+        ),
         (r#"{"queue_timeout_ms":600001}"#, "queue_timeout_ms"),
-        (r#"{"max_tenant_queue_size":5,"queue_timeout_ms":0}"#, "queue_timeout_ms"),
+        (
+            r#"{"max_tenant_queue_size":5,"queue_timeout_ms":0}"#,
+            "queue_timeout_ms",
+        ),
     ] {
         let r = put_global(&svc, body).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text());
@@ -149,7 +162,10 @@ async fn a_partial_global_change_is_validated_as_a_whole() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
     let snap = svc.state.limiter().config().snapshot();
     assert_eq!(snap.version, v0, "nothing changed");
-    assert_eq!(snap.global, tollgate_core::config::GlobalSettings::default());
+    assert_eq!(
+        snap.global,
+        tollgate_core::config::GlobalSettings::default()
+    );
 }
 
 /// The OpenAPI document says every key is optional, with the ranges the server enforces.
@@ -165,6 +181,10 @@ fn the_openapi_global_body_has_optional_keys_with_their_ranges() {
         ("queue_timeout_ms", 1, 600_000),
     ] {
         let p = &body["properties"][key];
-        assert_eq!((p["minimum"].as_u64(), p["maximum"].as_u64()), (Some(min), Some(max)), "{key}: {p}");
+        assert_eq!(
+            (p["minimum"].as_u64(), p["maximum"].as_u64()),
+            (Some(min), Some(max)),
+            "{key}: {p}"
+        );
     }
 }

@@ -137,9 +137,9 @@ impl ConfigBackend for FileBackend {
             hook_at(true);
             r
         })
-            .await
-            .map_err(|e| ConfigError::Persist(e.to_string()))?
-            .map_err(|e| ConfigError::Persist(format!("{}: {e}", self.path.display())))
+        .await
+        .map_err(|e| ConfigError::Persist(e.to_string()))?
+        .map_err(|e| ConfigError::Persist(format!("{}: {e}", self.path.display())))
     }
 }
 
@@ -257,12 +257,17 @@ mod tests {
         }
         release_tx.send(()).unwrap();
         let acknowledged = second.await.unwrap().unwrap();
-        assert!(acknowledged.resolve("t", "a-client-with-a-long-name", "second", None).is_some());
+        assert!(acknowledged
+            .resolve("t", "a-client-with-a-long-name", "second", None)
+            .is_some());
 
         // Both writes, the abandoned one included, are over before the disk is read.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while finished.load(std::sync::atomic::Ordering::SeqCst) < 2 {
-            assert!(std::time::Instant::now() < deadline, "the writes never finished");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writes never finished"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         // What is on disk is what is in force, and it holds the acknowledged change.
@@ -272,7 +277,9 @@ mod tests {
             .unwrap();
         assert_eq!(on_disk, cm.snapshot().to_document());
         let stored = crate::config::Snapshot::from_document(&on_disk).unwrap();
-        assert!(stored.resolve("t", "a-client-with-a-long-name", "second", None).is_some());
+        assert!(stored
+            .resolve("t", "a-client-with-a-long-name", "second", None)
+            .is_some());
         assert!(stored.version >= acknowledged.version);
     }
 

@@ -340,9 +340,8 @@ pub(crate) fn check_version(v: u64) -> Result<(), String> {
 fn stored_snapshot(doc: &ConfigDocument) -> Result<Snapshot, ConfigError> {
     check_version(doc.version)
         .map_err(|m| ConfigError::Corrupt(format!("stored configuration is invalid: {m}")))?;
-    Snapshot::from_document(doc).map_err(|p| {
-        ConfigError::Corrupt(format!("stored configuration is invalid: {}", join(&p)))
-    })
+    Snapshot::from_document(doc)
+        .map_err(|p| ConfigError::Corrupt(format!("stored configuration is invalid: {}", join(&p))))
 }
 
 fn join(problems: &[ConfigProblem]) -> String {
