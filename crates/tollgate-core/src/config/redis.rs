@@ -112,10 +112,12 @@ impl ConfigBackend for RedisConfigBackend {
         let (version, doc) = match (version, doc) {
             (None, None) => return Ok(None),
             (Some(v), Some(d)) => (self.parse_version(&v)?, d),
-            _ => return Err(ConfigError::Corrupt(format!(
+            _ => {
+                return Err(ConfigError::Corrupt(format!(
                 "Redis key {} holds only one of the fields version and doc (fix or delete the key)",
                 self.key
-            ))),
+            )))
+            }
         };
         let doc: ConfigDocument = serde_json::from_str(&doc).map_err(|e| {
             ConfigError::Corrupt(format!(
