@@ -76,6 +76,11 @@ impl Limiter {
         policy: StoreErrorPolicy,
     ) -> Self {
         let load = LoadManager::new(&config.snapshot().global);
+        // Every snapshot put in force reconfigures admission as it is published (under the
+        // configuration's writer lock), including one adopted from another instance by a change
+        // that then failed: admission never runs on settings that are no longer in force.
+        let follower = load.clone();
+        config.on_change(move |snap| follower.configure(&snap.global));
         Self {
             config,
             store,
@@ -149,19 +154,14 @@ impl Limiter {
         Ok((v, limit, source))
     }
 
-    /// Applies a configuration change and puts new global settings into effect at once.
+    /// Applies a configuration change; new global settings take effect as it is published.
     pub async fn update_config(&self, change: Change) -> Result<Arc<Snapshot>, ConfigError> {
-        let snap = self.config.apply(change).await?;
-        self.load.configure(&snap.global);
-        Ok(snap)
+        self.config.apply(change).await
     }
 
-    /// Adopts a newer configuration written by another instance, if any.
+    /// Brings the configuration in force into agreement with the stored one (see
+    /// [`ConfigManager::refresh`]); true when the configuration in force changed.
     pub async fn refresh_config(&self) -> Result<bool, ConfigError> {
-        let changed = self.config.refresh().await?;
-        if changed {
-            self.load.configure(&self.config.snapshot().global);
-        }
-        Ok(changed)
+        self.config.refresh().await
     }
 }

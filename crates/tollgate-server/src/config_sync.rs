@@ -2,13 +2,15 @@
 //!
 //! A change made through any instance is published on a channel; this task reloads when it hears
 //! one, and also compares the stored version every poll interval so a missed message (a dropped
-//! subscription, a Redis restart) delays a change by at most that interval.
+//! subscription, a Redis restart) delays a change by at most that interval. When Redis lost the
+//! configuration, the same reconciliation stores this instance's again (see
+//! `ConfigManager::refresh`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tollgate_core::config::{ConfigBackend, RedisConfigBackend};
+use tollgate_core::config::RedisConfigBackend;
 use tollgate_core::Limiter;
 
 /// How often the stored version is compared even without a notification.
@@ -41,43 +43,53 @@ pub fn spawn(
         let _keep_open = keep_open;
         let mut tick = tokio::time::interval(POLL_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A problem that persists (Redis down, a corrupt key) is logged at warn once, not every
+        // poll interval.
+        let mut last_problem: Option<String> = None;
+        let mut report = |problem: Option<String>| {
+            if let Some(p) = &problem {
+                if last_problem.as_ref() != Some(p) {
+                    tracing::warn!(error = %p, "cannot keep the configuration in step with Redis");
+                } else {
+                    tracing::debug!(error = %p, "cannot keep the configuration in step with Redis");
+                }
+            } else if last_problem.is_some() {
+                tracing::info!("configuration in step with Redis again");
+            }
+            last_problem = problem;
+        };
         loop {
             let notified = tokio::select! {
                 _ = tick.tick() => false,
                 m = rx.recv() => m.is_some(),
             };
             if !notified {
+                // A newer version is another instance's change; a missing or older one means
+                // Redis lost data (restart without persistence, flush, failover). The manager
+                // reconciles all three; equal needs nothing.
                 match backend.stored_version().await {
-                    Ok(v) if v > limiter.config().snapshot().version => {}
-                    Ok(0) => {
-                        // Redis lost the configuration (restarted without persistence, flushed):
-                        // put ours back so changes can be made and other instances keep it.
-                        let doc = limiter.config().snapshot().to_document();
-                        match backend.save(&doc, 0).await {
-                            Ok(()) => tracing::warn!(
-                                version = doc.version,
-                                "configuration was missing from Redis; stored this instance's"
-                            ),
-                            Err(e) => {
-                                tracing::debug!(error = %e, "could not restore the configuration")
-                            }
-                        }
+                    Ok(v) if v == limiter.config().snapshot().version => {
+                        report(None);
                         continue;
                     }
-                    Ok(_) => continue,
+                    Ok(_) => {}
                     Err(e) => {
-                        tracing::debug!(error = %e, "cannot poll the configuration version");
+                        report(Some(e.to_string()));
                         continue;
                     }
                 }
             }
             match limiter.refresh_config().await {
-                Ok(true) => tracing::info!(
-                    version = limiter.config().snapshot().version,
-                    "applied configuration changed by another instance"
-                ),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot reload the configuration from Redis"),
+                Ok(changed) => {
+                    if changed {
+                        tracing::info!(
+                            version = limiter.config().snapshot().version,
+                            "applied the configuration stored in Redis"
+                        );
+                    }
+                    report(None);
+                }
+                Err(e) => report(Some(e.to_string())),
             }
         }
     });

@@ -26,6 +26,30 @@ pub struct GlobalSettings {
     pub queue_timeout_ms: u64,
 }
 
+/// A change to some of the global settings: `None` keeps the value in force when the change is
+/// applied (under the configuration's writer lock, so it never undoes a concurrent change).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GlobalPatch {
+    pub max_global_concurrent_requests: Option<u32>,
+    pub max_tenant_queue_size: Option<u32>,
+    pub queue_timeout_ms: Option<u64>,
+}
+
+impl GlobalPatch {
+    /// `current` with the given settings replaced.
+    pub fn apply_to(&self, current: &GlobalSettings) -> GlobalSettings {
+        GlobalSettings {
+            max_global_concurrent_requests: self
+                .max_global_concurrent_requests
+                .unwrap_or(current.max_global_concurrent_requests),
+            max_tenant_queue_size: self
+                .max_tenant_queue_size
+                .unwrap_or(current.max_tenant_queue_size),
+            queue_timeout_ms: self.queue_timeout_ms.unwrap_or(current.queue_timeout_ms),
+        }
+    }
+}
+
 pub const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 1000;
 pub const MAX_CONCURRENCY: u32 = 1_000_000;
 pub const MAX_QUEUE_SIZE: u32 = 1_000_000;

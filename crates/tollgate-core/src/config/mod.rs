@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 
 pub use document::{
-    ConfigDocument, ConfigProblem, GlobalSettings, LimitSpec, TenantDocument,
+    ConfigDocument, ConfigProblem, GlobalPatch, GlobalSettings, LimitSpec, TenantDocument,
     DEFAULT_QUEUE_TIMEOUT_MS,
 };
 pub use file::{parse_toml, FileBackend};
@@ -64,7 +64,8 @@ impl ConfigBackend for NoPersistence {
 /// One change requested through the API (or a reload).
 #[derive(Debug, Clone)]
 pub enum Change {
-    Global(GlobalSettings),
+    /// Some or all global settings; omitted ones keep the value in force when it is applied.
+    Global(GlobalPatch),
     SetAction {
         tenant: String,
         action: String,
@@ -93,12 +94,28 @@ pub enum Change {
     ReplaceAll(ConfigDocument),
 }
 
+/// The highest configuration version tollgate writes or accepts: 2^53 - 1, the largest integer
+/// that JSON readers using doubles (JavaScript, Lua inside Redis) still hold exactly. A version
+/// grows by one per change, so no real deployment gets near it; a stored version beyond it was
+/// written by hand or is corrupt, and is refused rather than wrapped.
+pub const MAX_VERSION: u64 = (1 << 53) - 1;
+
+/// Called with every snapshot put in force, in the order they are put in force.
+type Observer = Box<dyn Fn(&Snapshot) + Send + Sync>;
+
 /// Holds the current configuration and serializes changes to it.
 pub struct ConfigManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     current: ArcSwap<Snapshot>,
     /// Changes are read-modify-write of the whole snapshot plus a backend save; one at a time.
     writer: tokio::sync::Mutex<()>,
     backend: Arc<dyn ConfigBackend>,
+    /// Held while a snapshot is published and its observers run, so observers see snapshots in
+    /// publication order and a new observer cannot miss one.
+    observers: parking_lot::Mutex<Vec<Observer>>,
 }
 
 impl ConfigManager {
@@ -118,62 +135,114 @@ impl ConfigManager {
                         "stored configuration found; the --config file only seeds an empty store and was not applied"
                     );
                 }
-                Snapshot::from_document(&doc).map_err(|p| {
-                    ConfigError::Corrupt(format!("stored configuration is invalid: {}", join(&p)))
-                })?
+                stored_snapshot(&doc)?
             }
             None => {
                 let mut doc = seed.unwrap_or_default();
                 doc.version = doc.version.max(1);
+                check_version(doc.version).map_err(ConfigError::Invalid)?;
                 let snap =
                     Snapshot::from_document(&doc).map_err(|p| ConfigError::Invalid(join(&p)))?;
                 backend.save(&snap.to_document(), 0).await?;
                 snap
             }
         };
-        Ok(Self {
-            current: ArcSwap::from_pointee(snapshot),
-            writer: tokio::sync::Mutex::new(()),
-            backend,
-        })
+        Ok(Self::over(snapshot, backend))
     }
 
     /// An unpersisted manager holding `doc`; for tests and benchmarks.
     pub fn in_memory(doc: ConfigDocument) -> Result<Self, ConfigError> {
+        check_version(doc.version).map_err(ConfigError::Invalid)?;
         let snap = Snapshot::from_document(&doc).map_err(|p| ConfigError::Invalid(join(&p)))?;
-        Ok(Self {
-            current: ArcSwap::from_pointee(snap),
-            writer: tokio::sync::Mutex::new(()),
-            backend: Arc::new(NoPersistence),
-        })
+        Ok(Self::over(snap, Arc::new(NoPersistence)))
+    }
+
+    fn over(snapshot: Snapshot, backend: Arc<dyn ConfigBackend>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                current: ArcSwap::from_pointee(snapshot),
+                writer: tokio::sync::Mutex::new(()),
+                backend,
+                observers: parking_lot::Mutex::new(Vec::new()),
+            }),
+        }
     }
 
     /// The current configuration. Lock-free; hold it only for the duration of one decision.
     #[inline]
     pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
-        self.current.load()
+        self.inner.current.load()
     }
 
     pub fn snapshot_arc(&self) -> Arc<Snapshot> {
-        self.current.load_full()
+        self.inner.current.load_full()
+    }
+
+    /// Calls `observer` with the snapshot in force now, then with every snapshot put in force
+    /// later, in order, whichever path puts it in force (a change, a conflict that adopted another
+    /// instance's configuration even though the change then failed, a refresh). It runs while
+    /// the snapshot is published, so it must be quick and must not call back into the manager.
+    pub fn on_change(&self, observer: impl Fn(&Snapshot) + Send + Sync + 'static) {
+        let mut observers = self.inner.observers.lock();
+        observer(&self.inner.current.load());
+        observers.push(Box::new(observer));
     }
 
     /// Validates and applies one change, persists it, and publishes the new snapshot.
+    ///
+    /// The change runs to completion even if the caller stops waiting (a request timeout, a
+    /// client that went away): a save cut off halfway would leave its write running outside the
+    /// writer lock, and the stored configuration and the one in force disagreeing.
     pub async fn apply(&self, change: Change) -> Result<Arc<Snapshot>, ConfigError> {
+        let inner = self.inner.clone();
+        detached(async move { inner.apply(change).await }).await
+    }
+
+    /// Brings the configuration in force and the stored one into agreement (redis mode: another
+    /// instance changed it, or Redis lost it). Adopts a newer stored configuration; stores ours
+    /// when none is stored; and when the stored version is below ours (restored by an instance
+    /// that was behind, or a failover to a replica that missed writes), adopts the stored
+    /// configuration under a version above ours, so no instance's version ever goes back and none
+    /// is left conflicting on every change. Returns true when the configuration in force changed.
+    pub async fn refresh(&self) -> Result<bool, ConfigError> {
+        let inner = self.inner.clone();
+        detached(async move {
+            let _writer = inner.writer.lock().await;
+            inner.reconcile_locked().await
+        })
+        .await
+    }
+}
+
+/// Runs `fut` as its own task and waits for it; dropping the wait leaves the task running.
+async fn detached<T: Send + 'static>(
+    fut: impl std::future::Future<Output = Result<T, ConfigError>> + Send + 'static,
+) -> Result<T, ConfigError> {
+    match tokio::spawn(fut).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(ConfigError::Persist(format!(
+            "the configuration change was cancelled: {e}"
+        ))),
+    }
+}
+
+impl Inner {
+    async fn apply(&self, change: Change) -> Result<Arc<Snapshot>, ConfigError> {
         let _writer = self.writer.lock().await;
         // A conflict means another instance wrote first: take its version and redo the change on it.
         for _ in 0..5 {
             let cur = self.current.load_full();
             let mut next = build(&cur, &change)?;
-            next.version = cur.version + 1;
+            next.version = next_version(cur.version)?;
             match self.backend.save(&next.to_document(), cur.version).await {
                 Ok(()) => {
                     let next = Arc::new(next);
-                    self.current.store(next.clone());
+                    self.publish(next.clone());
                     return Ok(next);
                 }
                 Err(ConfigError::Conflict { .. }) => {
-                    self.refresh_locked().await?;
+                    self.reconcile_locked().await?;
                 }
                 Err(e) => return Err(e),
             }
@@ -183,26 +252,96 @@ impl ConfigManager {
         ))
     }
 
-    /// Re-reads the backend and adopts its configuration if it is newer (redis mode: another
-    /// instance changed it). Returns true when something changed.
-    pub async fn refresh(&self) -> Result<bool, ConfigError> {
-        let _writer = self.writer.lock().await;
-        self.refresh_locked().await
+    /// Puts `snap` in force. Called with the writer lock held.
+    fn publish(&self, snap: Arc<Snapshot>) {
+        let observers = self.observers.lock();
+        self.current.store(snap.clone());
+        for observer in observers.iter() {
+            observer(&snap);
+        }
     }
 
-    async fn refresh_locked(&self) -> Result<bool, ConfigError> {
-        let Some(doc) = self.backend.load().await? else {
-            return Ok(false);
-        };
-        if doc.version <= self.current.load().version {
-            return Ok(false);
+    /// See [`ConfigManager::refresh`]. Called with the writer lock held.
+    async fn reconcile_locked(&self) -> Result<bool, ConfigError> {
+        // Each round either settles or lost a race to another writer, which moved on.
+        for _ in 0..5 {
+            let cur = self.current.load_full();
+            let Some(doc) = self.backend.load().await? else {
+                // The store lost the configuration (Redis restarted without persistence, or
+                // flushed): put ours back so changes can be made and other instances keep it.
+                match self.backend.save(&cur.to_document(), 0).await {
+                    Ok(()) => {
+                        tracing::warn!(
+                            version = cur.version,
+                            "the stored configuration was missing; stored this instance's"
+                        );
+                        return Ok(false);
+                    }
+                    Err(ConfigError::Conflict { .. }) => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            let stored = stored_snapshot(&doc)?;
+            if stored.version == cur.version {
+                return Ok(false);
+            }
+            if stored.version > cur.version {
+                self.publish(Arc::new(stored));
+                return Ok(true);
+            }
+            // The store went back to an older version than ours. Its configuration is what every
+            // instance can agree on; ours may hold changes it lost, but overwriting it could undo
+            // changes acknowledged since. Take it, under a version none of us has used.
+            let mut next = stored;
+            next.version = next_version(cur.version)?;
+            match self.backend.save(&next.to_document(), doc.version).await {
+                Ok(()) => {
+                    tracing::warn!(
+                        ours = cur.version,
+                        stored = doc.version,
+                        now = next.version,
+                        "the stored configuration went back to an older version (restored by another instance, or a failover); adopted it"
+                    );
+                    self.publish(Arc::new(next));
+                    return Ok(true);
+                }
+                Err(ConfigError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
         }
-        let snap = Snapshot::from_document(&doc).map_err(|p| {
-            ConfigError::Corrupt(format!("stored configuration is invalid: {}", join(&p)))
-        })?;
-        self.current.store(Arc::new(snap));
-        Ok(true)
+        Err(ConfigError::Persist(
+            "the stored configuration keeps changing; retry".into(),
+        ))
     }
+}
+
+/// The version after `v`, refusing to pass [`MAX_VERSION`] (it never wraps to 0).
+fn next_version(v: u64) -> Result<u64, ConfigError> {
+    v.checked_add(1)
+        .filter(|n| *n <= MAX_VERSION)
+        .ok_or_else(|| {
+            ConfigError::Corrupt(format!(
+                "the configuration version {v} is at its maximum ({MAX_VERSION}) and cannot be incremented; store the configuration again with a lower version"
+            ))
+        })
+}
+
+/// Checks a version read from a store or a file.
+pub(crate) fn check_version(v: u64) -> Result<(), String> {
+    if v > MAX_VERSION {
+        return Err(format!(
+            "configuration version {v} is above the maximum {MAX_VERSION}"
+        ));
+    }
+    Ok(())
+}
+
+/// A snapshot of a stored document, or why it cannot be used.
+fn stored_snapshot(doc: &ConfigDocument) -> Result<Snapshot, ConfigError> {
+    check_version(doc.version)
+        .map_err(|m| ConfigError::Corrupt(format!("stored configuration is invalid: {m}")))?;
+    Snapshot::from_document(doc)
+        .map_err(|p| ConfigError::Corrupt(format!("stored configuration is invalid: {}", join(&p))))
 }
 
 fn join(problems: &[ConfigProblem]) -> String {
@@ -236,12 +375,13 @@ fn build(cur: &Snapshot, change: &Change) -> Result<Snapshot, ConfigError> {
         }
     };
     match change {
-        Change::Global(g) => {
+        Change::Global(patch) => {
+            let g = patch.apply_to(&cur.global);
             let p = g.problems("");
             if !p.is_empty() {
                 return Err(ConfigError::Invalid(join(&p)));
             }
-            next.global = *g;
+            next.global = g;
         }
         Change::SetAction {
             tenant,

@@ -11,15 +11,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::Script;
 
-use super::{ConfigBackend, ConfigDocument, ConfigError};
+use super::{check_version, ConfigBackend, ConfigDocument, ConfigError, MAX_VERSION};
 use crate::redis_conn::RedisConnection;
 
+// Versions are compared as the decimal strings they are stored as: Lua numbers are doubles, which
+// would take two versions above 2^53 for equal (and turn a stored 2^64-1 into a float).
 const SAVE_SCRIPT: &str = r#"
-local cur = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
-if cur ~= tonumber(ARGV[1]) then return {0, cur} end
+local cur = redis.call('HGET', KEYS[1], 'version') or '0'
+if cur ~= ARGV[1] then return {0, cur} end
 redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3])
 redis.call('PUBLISH', ARGV[4], ARGV[2])
-return {1, tonumber(ARGV[2])}
+return {1, ARGV[2]}
 "#;
 
 /// Keeps the configuration in Redis under `<prefix>{}:config` and announces changes on
@@ -58,11 +60,25 @@ impl RedisConfigBackend {
     pub async fn stored_version(&self) -> Result<u64, ConfigError> {
         let mut conn = self.conn.clone();
         let cmd = redis::cmd("HGET").arg(&self.key).arg("version").to_owned();
-        let v: Option<u64> = self
+        let v: Option<String> = self
             .bounded(cmd.query_async(&mut conn))
             .await
             .map_err(ConfigError::Persist)?;
-        Ok(v.unwrap_or(0))
+        v.map_or(Ok(0), |v| self.parse_version(&v))
+    }
+
+    /// A stored `version` field, which must be a decimal integer no larger than [`MAX_VERSION`].
+    fn parse_version(&self, v: &str) -> Result<u64, ConfigError> {
+        v.parse::<u64>()
+            .ok()
+            .filter(|n| check_version(*n).is_ok())
+            .ok_or_else(|| {
+                let shown: String = v.chars().take(40).collect();
+                ConfigError::Corrupt(format!(
+                    "the configuration version stored in Redis key {} is '{shown}', not an integer from 0 to {MAX_VERSION} (fix or delete the key; a running instance then stores its configuration again)",
+                    self.key
+                ))
+            })
     }
 
     async fn bounded<T>(
@@ -84,23 +100,44 @@ impl RedisConfigBackend {
 impl ConfigBackend for RedisConfigBackend {
     async fn load(&self) -> Result<Option<ConfigDocument>, ConfigError> {
         let mut conn = self.conn.clone();
-        let cmd = redis::cmd("HGET").arg(&self.key).arg("doc").to_owned();
-        let doc: Option<String> = self
+        let cmd = redis::cmd("HMGET")
+            .arg(&self.key)
+            .arg("version")
+            .arg("doc")
+            .to_owned();
+        let (version, doc): (Option<String>, Option<String>) = self
             .bounded(cmd.query_async(&mut conn))
             .await
             .map_err(|e| ConfigError::Persist(format!("cannot read the configuration: {e}")))?;
-        doc.map(|d| {
-            serde_json::from_str(&d).map_err(|e| {
-                ConfigError::Corrupt(format!(
-                    "the configuration stored in Redis key {} is not valid: {e} (fix or delete it)",
-                    self.key
-                ))
-            })
-        })
-        .transpose()
+        let (version, doc) = match (version, doc) {
+            (None, None) => return Ok(None),
+            (Some(v), Some(d)) => (self.parse_version(&v)?, d),
+            _ => {
+                return Err(ConfigError::Corrupt(format!(
+                "Redis key {} holds only one of the fields version and doc (fix or delete the key)",
+                self.key
+            )))
+            }
+        };
+        let doc: ConfigDocument = serde_json::from_str(&doc).map_err(|e| {
+            ConfigError::Corrupt(format!(
+                "the configuration stored in Redis key {} is not valid: {e} (fix or delete it)",
+                self.key
+            ))
+        })?;
+        // The compare-and-set reads the field; a document that says otherwise would make every
+        // change conflict without ever adopting anything.
+        if doc.version != version {
+            return Err(ConfigError::Corrupt(format!(
+                "Redis key {}: the version field ({version}) and the document's version ({}) disagree (fix or delete the key)",
+                self.key, doc.version
+            )));
+        }
+        Ok(Some(doc))
     }
 
     async fn save(&self, doc: &ConfigDocument, expected_version: u64) -> Result<(), ConfigError> {
+        check_version(doc.version).map_err(ConfigError::Invalid)?;
         let json = serde_json::to_string(doc).map_err(|e| ConfigError::Persist(e.to_string()))?;
         let mut conn = self.conn.clone();
         let mut inv = self.save.key(&self.key);
@@ -108,14 +145,16 @@ impl ConfigBackend for RedisConfigBackend {
             .arg(doc.version)
             .arg(json)
             .arg(&self.channel);
-        let (ok, stored): (i64, u64) = self
+        let (ok, stored): (i64, String) = self
             .bounded(inv.invoke_async(&mut conn))
             .await
             .map_err(|e| ConfigError::Persist(format!("cannot store the configuration: {e}")))?;
         if ok == 1 {
             Ok(())
         } else {
-            Err(ConfigError::Conflict { stored })
+            Err(ConfigError::Conflict {
+                stored: self.parse_version(&stored)?,
+            })
         }
     }
 }

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
-use tollgate_core::config::{Change, GlobalSettings};
+use tollgate_core::config::{Change, GlobalPatch};
 use tollgate_core::limit::validate_id;
 use tollgate_core::Limit;
 
@@ -30,13 +30,21 @@ pub async fn get_all(State(state): State<AppState>) -> Response {
     axum::Json(state.limiter().config().snapshot().to_document()).into_response()
 }
 
-/// New global load settings. `queue_timeout_ms` omitted keeps the current one.
+/// New global load settings: any subset of the keys; an omitted key keeps its value.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GlobalBody {
-    max_global_concurrent_requests: u32,
-    max_tenant_queue_size: u32,
+    /// Decisions allowed in flight at once, 1 ..= 1,000,000.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    max_global_concurrent_requests: Option<u32>,
+    /// Requests allowed to wait per tenant, 0 ..= 1,000,000.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1_000_000)]
+    max_tenant_queue_size: Option<u32>,
+    /// How long a request may wait in its queue, 1 ..= 600,000 ms.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 600_000)]
     queue_timeout_ms: Option<u64>,
 }
 
@@ -59,17 +67,14 @@ pub async fn put_global(
     State(state): State<AppState>,
     Json(body): Json<GlobalBody>,
 ) -> Result<Response, ApiError> {
-    let current = state.limiter().config().snapshot().global;
-    let settings = GlobalSettings {
+    // Omitted keys are filled in from the configuration in force when the change is applied,
+    // under the writer lock: reading them here could undo a change acknowledged meanwhile.
+    let patch = GlobalPatch {
         max_global_concurrent_requests: body.max_global_concurrent_requests,
         max_tenant_queue_size: body.max_tenant_queue_size,
-        // Omitted means "keep what is set".
-        queue_timeout_ms: body.queue_timeout_ms.unwrap_or(current.queue_timeout_ms),
+        queue_timeout_ms: body.queue_timeout_ms,
     };
-    let snap = state
-        .limiter()
-        .update_config(Change::Global(settings))
-        .await?;
+    let snap = state.limiter().update_config(Change::Global(patch)).await?;
     Ok(axum::Json(json!({
         "status": "updated",
         "global": snap.global,
