@@ -14,6 +14,7 @@ use async_trait::async_trait;
 
 pub use document::{
     ConfigDocument, ConfigProblem, GlobalSettings, LimitSpec, TenantDocument,
+    DEFAULT_MAX_KEYS_PER_TENANT, DEFAULT_MAX_REQUEST_WINDOW_SECONDS, DEFAULT_NEW_KEYS_PER_SECOND,
     DEFAULT_QUEUE_TIMEOUT_MS,
 };
 pub use file::{parse_toml, FileBackend};
@@ -91,6 +92,21 @@ pub enum Change {
     },
     /// Replace everything (a reloaded config file), as one atomic change.
     ReplaceAll(ConfigDocument),
+    /// Change some of a tenant's settings (weight, bounds on its state) at once.
+    TenantSettings {
+        tenant: String,
+        patch: TenantSettingsPatch,
+    },
+}
+
+/// A partial update of a tenant's settings: `None` keeps a value as it is; for the bounds on
+/// state, `Some(None)` removes the tenant's override so the global value applies again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantSettingsPatch {
+    pub weight: Option<u32>,
+    pub max_keys: Option<Option<u64>>,
+    pub new_keys_per_second: Option<Option<u64>>,
+    pub max_request_window_seconds: Option<Option<u64>>,
 }
 
 /// Holds the current configuration and serializes changes to it.
@@ -306,6 +322,38 @@ fn build(cur: &Snapshot, change: &Change) -> Result<Snapshot, ConfigError> {
             }
             let mut t = tenant_mut(&mut next, tenant)?;
             t.weight = *weight;
+            put(&mut next, tenant, t);
+        }
+        Change::TenantSettings { tenant, patch } => {
+            let mut t = tenant_mut(&mut next, tenant)?;
+            if let Some(w) = patch.weight {
+                if let Some(m) = document::weight_problem(w) {
+                    return Err(ConfigError::Invalid(m));
+                }
+                t.weight = w;
+            }
+            let checks: [(&str, Option<Option<u64>>, fn(u64) -> Option<String>, &mut Option<u64>); 3] = [
+                ("max_keys", patch.max_keys, document::max_keys_problem, &mut t.max_keys),
+                (
+                    "new_keys_per_second",
+                    patch.new_keys_per_second,
+                    document::new_keys_problem,
+                    &mut t.new_keys_per_second,
+                ),
+                (
+                    "max_request_window_seconds",
+                    patch.max_request_window_seconds,
+                    document::request_window_problem,
+                    &mut t.max_request_window_seconds,
+                ),
+            ];
+            for (field, value, check, slot) in checks {
+                let Some(value) = value else { continue };
+                if let Some(m) = value.and_then(check) {
+                    return Err(ConfigError::Invalid(format!("{field} {m}")));
+                }
+                *slot = value;
+            }
             put(&mut next, tenant, t);
         }
         Change::ReplaceAll(doc) => {

@@ -5,9 +5,12 @@
 -- ARGV[2]  max_requests
 -- ARGV[3]  window in microseconds
 -- ARGV[4]  cost
--- ARGV[5]  optional: decision time in microseconds, used instead of Redis TIME (differential tests
+-- ARGV[5]  may-create: '1' when the instance holds a creation token for the key's tenant, else '0'
+--          (then a consuming call on an absent key is refused and writes nothing)
+-- ARGV[6]  optional: decision time in microseconds, used instead of Redis TIME (differential tests
 --          against WindowLog only; the service never sends it)
--- Returns {allowed 0|1, used, reset_at_us, retry_at_us or -1, now_us}.
+-- Returns {allowed 0|1, used, reset_at_us, retry_at_us or -1, now_us, created}, created being 1
+-- when this call made the key, 0 when it did not, -1 when it refused to (may-create '0').
 --
 -- Representation: one Redis string, so memory is ~12 bytes per entry instead of the ~120 a sorted
 -- set costs, and every read or write is a GETRANGE/SETRANGE of a few bytes, never O(entries):
@@ -33,8 +36,8 @@ local max = tonumber(ARGV[2])
 local window = tonumber(ARGV[3])
 local cost = tonumber(ARGV[4])
 local now
-if ARGV[5] then
-  now = tonumber(ARGV[5])
+if ARGV[6] then
+  now = tonumber(ARGV[6])
 else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -50,6 +53,12 @@ local head, count, cap, base_t, base_c, evicted, head_at, last_at, last_c = 0, 0
 local hdr = redis.call('GETRANGE', key, 0, H - 1)
 if #hdr == H then
   head, count, cap, base_t, base_c, evicted, head_at, last_at, last_c = struct.unpack(HFMT, hdr)
+end
+
+-- Bounded state: a new key needs the instance's creation token; existing keys never do.
+local existed = hdr ~= ''
+if consume and not existed and ARGV[5] == '0' then
+  return {0, 0, now, -1, now, -1}
 end
 
 local function rec(i)
@@ -126,7 +135,7 @@ end
 
 local function expire()
   -- With a test-supplied time, Redis's own expiry (real time) would not match the log's time.
-  if last_at == nil or ARGV[5] then return end
+  if last_at == nil or ARGV[6] then return end
   -- The key is useless once its newest entry leaves the window.
   local ttl_us = last_at + window - now
   redis.call('PEXPIRE', key, math.max(1, math.ceil(ttl_us / 1000)))
@@ -151,7 +160,7 @@ if not consume then
   local allowed = used < max
   local retry = -1
   if not allowed then retry = fits_at(1) end
-  return {allowed and 1 or 0, used, reset_at(), retry, now}
+  return {allowed and 1 or 0, used, reset_at(), retry, now, 0}
 end
 
 if used + cost > max then
@@ -159,7 +168,7 @@ if used + cost > max then
     write_header()
     expire()
   end
-  return {0, used, reset_at(), fits_at(cost), now}
+  return {0, used, reset_at(), fits_at(cost), now, 0}
 end
 
 local tick = math.max(1, math.floor(window / 65536))
@@ -195,4 +204,4 @@ end
 last_at, last_c = at, newc
 write_header()
 expire()
-return {1, used + cost, reset_at(), -1, now}
+return {1, used + cost, reset_at(), -1, now, existed and 0 or 1}

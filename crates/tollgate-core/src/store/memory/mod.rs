@@ -16,14 +16,17 @@ use parking_lot::Mutex;
 mod key;
 mod prefetch;
 mod table;
+mod tenants;
 
-use super::{Store, StoreError};
+use super::{KeyBounds, Store, StoreError};
 use crate::clock::{Clock, SystemClock};
 use crate::limit::{Limit, RateKey};
 use crate::window::{Verdict, WindowLog};
 use key::StoredKey;
 use prefetch::SlotHint;
 use table::Table;
+use tenants::Tenants;
+pub use tenants::TENANT_SHARE_DIVISOR;
 
 /// Default cap on tracked keys: ~1 GB at the measured per-key cost.
 pub const DEFAULT_MAX_KEYS: usize = 5_000_000;
@@ -73,6 +76,8 @@ struct Inner {
     /// Keys tracked across all shards, checked against `max_keys` before inserting.
     keys: AtomicUsize,
     max_keys: usize,
+    /// Keys and creation buckets per tenant, touched only on insert and sweep.
+    tenants: Tenants,
     clock: Arc<dyn Clock>,
 }
 
@@ -93,6 +98,7 @@ impl MemoryStore {
                 hasher: foldhash::fast::FixedState::with_seed(random_seed()),
                 keys: AtomicUsize::new(0),
                 max_keys,
+                tenants: Tenants::new(max_keys),
                 clock,
             }),
         }
@@ -111,11 +117,25 @@ impl MemoryStore {
     }
 
     /// The decision, synchronously: what `Store::check_and_consume` does without the async wrapper.
+    /// No per-tenant bound applies (only `--max-keys`); the keys are still counted per tenant.
     pub fn check_and_consume_sync(
         &self,
         key: RateKey<'_>,
         limit: Limit,
         cost: u64,
+    ) -> Result<Verdict, StoreError> {
+        self.check_and_consume_bounded_sync(key, limit, cost, KeyBounds::UNBOUNDED)
+    }
+
+    /// The decision under the tenant's bounds on new keys: a new key is admitted only within the
+    /// tenant's budget (at most 1/[`TENANT_SHARE_DIVISOR`] of `--max-keys`), the pool's for an
+    /// unconfigured tenant, and their creation rates. An existing key never touches any of them.
+    pub fn check_and_consume_bounded_sync(
+        &self,
+        key: RateKey<'_>,
+        limit: Limit,
+        cost: u64,
+        bounds: KeyBounds,
     ) -> Result<Verdict, StoreError> {
         let hash = self.hash(&key);
         let shard = self.shard(hash);
@@ -130,7 +150,13 @@ impl MemoryStore {
             hash,
             |(k, _)| k.is(&key, hash),
             || {
-                self.reserve_key()?;
+                self.inner.tenants.admit(
+                    key.tenant,
+                    bounds,
+                    now,
+                    &self.inner.keys,
+                    self.inner.max_keys,
+                )?;
                 inserted = true;
                 Ok((StoredKey::new(&key, hash), WindowLog::new()))
             },
@@ -157,33 +183,44 @@ impl MemoryStore {
         }
     }
 
-    fn reserve_key(&self) -> Result<(), StoreError> {
-        let max = self.inner.max_keys;
-        let prev = self.inner.keys.fetch_add(1, Ordering::Relaxed);
-        if prev >= max {
-            self.inner.keys.fetch_sub(1, Ordering::Relaxed);
-            return Err(StoreError::KeyBudgetExhausted { max });
-        }
-        Ok(())
-    }
-
     /// Drops every key whose log has emptied; returns how many were dropped. Locks one shard at a
-    /// time so decisions on other shards proceed meanwhile.
+    /// time so decisions on other shards proceed meanwhile. Each dropped key is uncounted as it
+    /// goes (process-wide and per tenant), so the counts never run ahead of the keys a sweep has
+    /// already dropped and a new key is not refused for room the sweep has freed.
     pub fn sweep(&self) -> usize {
         let now = self.inner.clock.now_micros();
+        let inner = &*self.inner;
         let mut dropped = 0;
-        for shard in self.inner.shards.iter() {
+        for shard in inner.shards.iter() {
             let mut table = shard.table.lock();
             let gone = table.retain(
-                |(_, log)| !log.expire(now),
-                |slot| hash_stored(&self.inner.hasher, slot),
+                |(key, log)| {
+                    if !log.expire(now) {
+                        return true;
+                    }
+                    inner.tenants.release(key.ids()[0]);
+                    inner.keys.fetch_sub(1, Ordering::Relaxed);
+                    false
+                },
+                |slot| hash_stored(&inner.hasher, slot),
             );
             shard.hint.publish(table.slots());
             drop(table);
             dropped += gone;
         }
-        self.inner.keys.fetch_sub(dropped, Ordering::Relaxed);
+        inner.tenants.forget_idle(now);
         dropped
+    }
+
+    /// Keys `tenant` tracks, and keys tracked in the pool of unconfigured tenants.
+    pub fn tenant_key_counts(&self, tenant: &str) -> (u64, u64) {
+        self.inner.tenants.counts(tenant)
+    }
+
+    /// Tenants the store keeps accounting entries for.
+    #[doc(hidden)]
+    pub fn accounted_tenants(&self) -> usize {
+        self.inner.tenants.len()
     }
 
     /// Number of keys currently tracked.
@@ -231,6 +268,20 @@ impl Store for MemoryStore {
         cost: u64,
     ) -> Result<Verdict, StoreError> {
         self.check_and_consume_sync(key, limit, cost)
+    }
+
+    async fn check_and_consume_bounded(
+        &self,
+        key: RateKey<'_>,
+        limit: Limit,
+        cost: u64,
+        bounds: KeyBounds,
+    ) -> Result<Verdict, StoreError> {
+        self.check_and_consume_bounded_sync(key, limit, cost, bounds)
+    }
+
+    fn for_each_tenant_keys(&self, f: &mut dyn FnMut(&str, u64)) {
+        self.inner.tenants.for_each(f);
     }
 
     async fn status(&self, key: RateKey<'_>, limit: Limit) -> Result<Verdict, StoreError> {
