@@ -333,6 +333,153 @@ mod tests {
             .is_ok());
     }
 
+    /// Fills the store to a bound, lets every key expire, and stops a sweep at the last shard:
+    /// the keys it has dropped from the other shards must already be uncounted, so a new key in a
+    /// swept shard is admitted (issue 18 item 8), process-wide and per tenant.
+    fn sweep_frees_room_as_it_goes(max_keys: usize, bounds: KeyBounds, n: usize) {
+        let clock = ManualClock::new(1_000_000);
+        let store = MemoryStore::new(Arc::new(clock.clone()), max_keys);
+        let l = Limit::new(1, 0.05).unwrap();
+        let ids: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+        for id in &ids {
+            store
+                .check_and_consume_bounded_sync(RateKey::new("t", id, "a"), l, 1, bounds)
+                .unwrap();
+        }
+        let last = SHARDS - 1;
+        let fresh = (0..)
+            .map(|i| format!("new{i}"))
+            .find(|id| {
+                let h = store.hash(&RateKey::new("t", id, "a"));
+                !std::ptr::eq(store.shard(h), &store.inner.shards[last])
+            })
+            .unwrap();
+        let key = RateKey::new("t", &fresh, "a");
+        assert!(store
+            .check_and_consume_bounded_sync(key, l, 1, bounds)
+            .is_err());
+        clock.advance(50_000);
+        let held = store.inner.shards[last].table.lock();
+        let left = held.len();
+        std::thread::scope(|s| {
+            let sweeper = s.spawn(|| store.sweep());
+            // Wait (on a condition, not a time) until the sweep has emptied every other shard.
+            while store.inner.shards[..last]
+                .iter()
+                .any(|sh| sh.table.lock().len() > 0)
+            {
+                std::thread::yield_now();
+            }
+            assert_eq!(store.key_count(), left, "swept keys are uncounted at once");
+            assert_eq!(store.tenant_key_counts("t").0, left as u64);
+            assert!(
+                store
+                    .check_and_consume_bounded_sync(key, l, 1, bounds)
+                    .is_ok(),
+                "a new key is admitted into the room the sweep freed"
+            );
+            drop(held);
+            assert_eq!(sweeper.join().unwrap(), n);
+        });
+        assert_eq!(store.key_count(), 1);
+        assert_eq!(
+            store.tenant_key_counts("t"),
+            (1, u64::from(bounds.pooled))
+        );
+    }
+
+    #[test]
+    fn sweep_frees_room_as_it_goes_process_wide() {
+        sweep_frees_room_as_it_goes(1000, KeyBounds::UNBOUNDED, 1000);
+    }
+
+    #[test]
+    fn sweep_frees_room_as_it_goes_per_tenant() {
+        let bounds = KeyBounds {
+            max_keys: 1000,
+            new_keys_per_second: u64::MAX,
+            pooled: true,
+        };
+        sweep_frees_room_as_it_goes(1_000_000, bounds, 1000);
+    }
+
+    #[test]
+    fn tenant_budget_pool_and_rate() {
+        let clock = ManualClock::new(1_000_000);
+        // --max-keys 100: no tenant may hold more than a quarter of it.
+        let store = MemoryStore::new(Arc::new(clock.clone()), 100);
+        let l = Limit::new(5, 600.0).unwrap();
+        let configured = KeyBounds {
+            max_keys: 1000,
+            new_keys_per_second: 1000,
+            pooled: false,
+        };
+        let k = |t: &'static str, c: usize| (t, format!("c{c}"));
+        let run = |t: &str, c: &str, b| {
+            store.check_and_consume_bounded_sync(RateKey::new(t, c, "a"), l, 1, b)
+        };
+        for i in 0..25 {
+            let (t, c) = k("big", i);
+            run(t, &c, configured).unwrap();
+        }
+        let refused = run("big", "c25", configured).unwrap_err();
+        assert_eq!(
+            refused,
+            StoreError::TenantKeyBudget(crate::store::KeyRefusal {
+                tenant: "big".into(),
+                bound: crate::store::KeyBound::TenantKeys { max: 25 },
+            })
+        );
+        assert!(refused.to_string().contains("budget of 25 keys"));
+        // Existing keys of the full tenant still decide.
+        assert_eq!(run("big", "c0", configured).unwrap().used, 2);
+        // Unconfigured tenants share one pool of the same size.
+        let pooled = KeyBounds {
+            max_keys: 10,
+            new_keys_per_second: 1000,
+            pooled: true,
+        };
+        for i in 0..10 {
+            run(&format!("anon{i}"), "x", pooled).unwrap();
+        }
+        assert!(matches!(
+            run("anon-new", "x", pooled),
+            Err(StoreError::TenantKeyBudget(crate::store::KeyRefusal {
+                bound: crate::store::KeyBound::PoolKeys { max: 10 },
+                ..
+            }))
+        ));
+        // A refused tenant gets no accounting entry.
+        assert_eq!(store.accounted_tenants(), 11);
+        // Rate: 3 per second, burst 3; an existing key is never refused for it.
+        let slow = KeyBounds {
+            max_keys: 1000,
+            new_keys_per_second: 3,
+            pooled: false,
+        };
+        for c in ["r0", "r1", "r2"] {
+            run("slow", c, slow).unwrap();
+        }
+        assert!(matches!(
+            run("slow", "r3", slow),
+            Err(StoreError::TenantKeyBudget(crate::store::KeyRefusal {
+                bound: crate::store::KeyBound::TenantRate { per_second: 3 },
+                ..
+            }))
+        ));
+        assert!(run("slow", "r0", slow).is_ok());
+        clock.advance(333_334);
+        run("slow", "r3", slow).unwrap();
+        assert!(run("slow", "r4", slow).is_err());
+        assert_eq!(store.key_count(), 25 + 10 + 4);
+        // After the windows pass the sweep empties every count and forgets idle tenants.
+        clock.advance(601_000_000);
+        assert_eq!(store.sweep(), 39);
+        assert_eq!(store.key_count(), 0);
+        assert_eq!(store.tenant_key_counts("big"), (0, 0));
+        assert_eq!(store.accounted_tenants(), 0);
+    }
+
     #[test]
     fn stored_keys_hash_like_their_ids() {
         let hasher = foldhash::fast::FixedState::with_seed(7);
