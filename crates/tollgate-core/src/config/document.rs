@@ -177,8 +177,14 @@ impl GlobalSettings {
             format!("must be an integer from 1 to {MAX_QUEUE_TIMEOUT_MS}, got {t}"),
         );
         for (field, message) in [
-            ("max_keys_per_tenant", max_keys_problem(self.max_keys_per_tenant)),
-            ("new_keys_per_second", new_keys_problem(self.new_keys_per_second)),
+            (
+                "max_keys_per_tenant",
+                max_keys_problem(self.max_keys_per_tenant),
+            ),
+            (
+                "new_keys_per_second",
+                new_keys_problem(self.new_keys_per_second),
+            ),
             (
                 "max_request_window_seconds",
                 request_window_problem(self.max_request_window_seconds),
@@ -207,7 +213,9 @@ pub fn new_keys_problem(n: u64) -> Option<String> {
 /// Checks a cap on request-supplied windows (global default or a tenant's own).
 pub fn request_window_problem(n: u64) -> Option<String> {
     (!(1..=DEFAULT_MAX_REQUEST_WINDOW_SECONDS).contains(&n)).then(|| {
-        format!("must be an integer from 1 to {DEFAULT_MAX_REQUEST_WINDOW_SECONDS} (seconds), got {n}")
+        format!(
+            "must be an integer from 1 to {DEFAULT_MAX_REQUEST_WINDOW_SECONDS} (seconds), got {n}"
+        )
     })
 }
 

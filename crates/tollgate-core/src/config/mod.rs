@@ -332,8 +332,18 @@ fn build(cur: &Snapshot, change: &Change) -> Result<Snapshot, ConfigError> {
                 }
                 t.weight = w;
             }
-            let checks: [(&str, Option<Option<u64>>, fn(u64) -> Option<String>, &mut Option<u64>); 3] = [
-                ("max_keys", patch.max_keys, document::max_keys_problem, &mut t.max_keys),
+            let checks: [(
+                &str,
+                Option<Option<u64>>,
+                fn(u64) -> Option<String>,
+                &mut Option<u64>,
+            ); 3] = [
+                (
+                    "max_keys",
+                    patch.max_keys,
+                    document::max_keys_problem,
+                    &mut t.max_keys,
+                ),
                 (
                     "new_keys_per_second",
                     patch.new_keys_per_second,

@@ -104,8 +104,16 @@ impl Snapshot {
                 });
             }
             for (field, value, check) in [
-                ("max_keys", tdoc.max_keys, max_keys_problem as fn(u64) -> Option<String>),
-                ("new_keys_per_second", tdoc.new_keys_per_second, new_keys_problem),
+                (
+                    "max_keys",
+                    tdoc.max_keys,
+                    max_keys_problem as fn(u64) -> Option<String>,
+                ),
+                (
+                    "new_keys_per_second",
+                    tdoc.new_keys_per_second,
+                    new_keys_problem,
+                ),
                 (
                     "max_request_window_seconds",
                     tdoc.max_request_window_seconds,

@@ -202,8 +202,13 @@ impl RedisStore {
         cost: u64,
         now: Micros,
     ) -> Result<Verdict, StoreError> {
-        self.run(key, limit, Op::Consume(cost, KeyBounds::UNBOUNDED), Some(now))
-            .await
+        self.run(
+            key,
+            limit,
+            Op::Consume(cost, KeyBounds::UNBOUNDED),
+            Some(now),
+        )
+        .await
     }
 
     /// `check_and_consume_bounded` at a given time, used for the creation buckets too; tests only.

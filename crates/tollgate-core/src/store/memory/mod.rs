@@ -382,10 +382,7 @@ mod tests {
             assert_eq!(sweeper.join().unwrap(), n);
         });
         assert_eq!(store.key_count(), 1);
-        assert_eq!(
-            store.tenant_key_counts("t"),
-            (1, u64::from(bounds.pooled))
-        );
+        assert_eq!(store.tenant_key_counts("t"), (1, u64::from(bounds.pooled)));
     }
 
     #[test]
