@@ -456,4 +456,37 @@ mod tests {
             0.25
         );
     }
+
+    #[test]
+    fn documents_without_the_bounds_on_state_load_with_defaults() {
+        // As written by the previous version (config.json, the Redis document) and a TOML file.
+        let old = r#"{"version":7,"global":{"max_global_concurrent_requests":10,
+            "max_tenant_queue_size":5,"queue_timeout_ms":300},
+            "tenants":{"t":{"weight":2,"actions":{"a":{"max_requests":3,"window_duration_seconds":1.5}},
+            "clients":{}}}}"#;
+        let doc: ConfigDocument = serde_json::from_str(old).unwrap();
+        let snap = Snapshot::from_document(&doc).unwrap();
+        assert_eq!(snap.global.max_keys_per_tenant, DEFAULT_MAX_KEYS_PER_TENANT);
+        assert_eq!(snap.global.new_keys_per_second, DEFAULT_NEW_KEYS_PER_SECOND);
+        assert_eq!(snap.global.max_request_window_seconds, 31_536_000);
+        assert_eq!(snap.tenants["t"].max_keys, None);
+        // Written back, an unconfigured tenant's document has no new fields to trip older readers.
+        let back = serde_json::to_value(snap.to_document()).unwrap();
+        assert!(back["tenants"]["t"].get("max_keys").is_none());
+        let toml = parse_toml(
+            std::path::Path::new("old.toml"),
+            "[global]\nmax_global_concurrent_requests = 10\nmax_tenant_queue_size = 5\n\n[tenants.t.actions.a]\nmax_requests = 3\nwindow_duration_seconds = 60\n",
+        )
+        .unwrap();
+        assert_eq!(toml.global.max_keys_per_tenant, DEFAULT_MAX_KEYS_PER_TENANT);
+        // The new fields in a file, and their validation with paths.
+        let new: ConfigDocument = toml::from_str(
+            "[global]\nmax_global_concurrent_requests = 10\nmax_tenant_queue_size = 5\nnew_keys_per_second = 50\n\n[tenants.t]\nmax_keys = 0\nmax_request_window_seconds = 60\n",
+        )
+        .unwrap();
+        assert_eq!(new.global.new_keys_per_second, 50);
+        let problems = Snapshot::from_document(&new).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].path, "tenants.t.max_keys");
+    }
 }
