@@ -332,12 +332,13 @@ fn build(cur: &Snapshot, change: &Change) -> Result<Snapshot, ConfigError> {
                 }
                 t.weight = w;
             }
-            let checks: [(
-                &str,
+            type Check<'a> = (
+                &'static str,
                 Option<Option<u64>>,
                 fn(u64) -> Option<String>,
-                &mut Option<u64>,
-            ); 3] = [
+                &'a mut Option<u64>,
+            );
+            let checks: [Check<'_>; 3] = [
                 (
                     "max_keys",
                     patch.max_keys,
