@@ -90,11 +90,11 @@ impl std::fmt::Display for KeyRefusal {
         match self.bound {
             KeyBound::TenantKeys { max } => write!(
                 f,
-                "tenant '{t}' already tracks its budget of {max} keys (max_keys_per_tenant, or the tenant's max_keys); new clients and actions of this tenant are refused until idle ones expire, existing ones are unaffected"
+                "tenant '{t}' already tracks its budget of {max} keys (max_keys_per_tenant, or the tenant's max_keys; at most a quarter of --max-keys); new clients and actions of this tenant are refused until idle ones expire, existing ones are unaffected"
             ),
             KeyBound::PoolKeys { max } => write!(
                 f,
-                "tenants without a configuration together already track their shared budget of {max} keys (max_keys_per_tenant); new keys of tenant '{t}' are refused until idle ones expire; configure the tenant to give it its own budget"
+                "tenants without a configuration together already track their shared budget of {max} keys (max_keys_per_tenant; at most a quarter of --max-keys); new keys of tenant '{t}' are refused until idle ones expire; configure the tenant to give it its own budget"
             ),
             KeyBound::TenantRate { per_second } => write!(
                 f,
