@@ -22,6 +22,7 @@ fn settings(capacity: u32) -> GlobalSettings {
         max_global_concurrent_requests: capacity,
         max_tenant_queue_size: 1_000,
         queue_timeout_ms: 600_000,
+        ..Default::default()
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::config::{Change, ConfigError, ConfigManager, Snapshot};
 use crate::limit::{validate_cost, InvalidArgument, Limit, LimitSource, RateKey};
 use crate::load::{LoadManager, Shed};
-use crate::store::{Store, StoreError};
+use crate::store::{KeyBounds, Store, StoreError};
 use crate::window::Verdict;
 
 /// What to answer when the store cannot be reached.
@@ -101,18 +101,53 @@ impl Limiter {
         &self.load
     }
 
-    /// Resolves the limit for `key` and checks the ids; no I/O.
+    /// Resolves the limit for `key`, the tenant's weight and its bounds on state, and checks the
+    /// ids and a request-supplied window against the tenant's cap; no I/O, one tenant lookup.
     fn resolve(
         &self,
         key: RateKey<'_>,
         requested: Option<Limit>,
-    ) -> Result<(Limit, LimitSource, u32), LimitError> {
+    ) -> Result<(Limit, LimitSource, u32, KeyBounds), LimitError> {
         key.validate()?;
         let snap = self.config.snapshot();
+        let g = &snap.global;
         let tenant = snap.tenants.get(key.tenant).map(|t| &**t);
         let (limit, source) = Snapshot::resolve_in(tenant, key.client, key.action, requested)
             .ok_or(LimitError::NoLimit)?;
-        Ok((limit, source, tenant.map_or(1, |t| t.weight)))
+        let (weight, bounds, max_window) = match tenant {
+            Some(t) => (
+                t.weight,
+                KeyBounds {
+                    max_keys: t.max_keys.unwrap_or(g.max_keys_per_tenant),
+                    new_keys_per_second: t.new_keys_per_second.unwrap_or(g.new_keys_per_second),
+                    pooled: false,
+                },
+                t.max_request_window_seconds
+                    .unwrap_or(g.max_request_window_seconds),
+            ),
+            None => (
+                1,
+                KeyBounds {
+                    max_keys: g.max_keys_per_tenant,
+                    new_keys_per_second: g.new_keys_per_second,
+                    pooled: true,
+                },
+                g.max_request_window_seconds,
+            ),
+        };
+        // Configured limits are the operator's; only a caller's own window is capped, since it
+        // decides how long the keys it creates live.
+        if source == LimitSource::Request
+            && limit.window_micros > max_window.saturating_mul(1_000_000)
+        {
+            return Err(InvalidArgument(format!(
+                "window_duration_seconds {} is longer than the {max_window} seconds allowed for limits sent with a request for tenant '{}' (max_request_window_seconds); send a shorter window or configure a limit",
+                limit.window_seconds(),
+                key.tenant
+            ))
+            .into());
+        }
+        Ok((limit, source, weight, bounds))
     }
 
     /// The decision path: validate, resolve, admit, decide.
@@ -120,10 +155,13 @@ impl Limiter {
         &self,
         req: DecisionRequest<'_>,
     ) -> Result<Decision, LimitError> {
-        let (limit, source, weight) = self.resolve(req.key, req.requested)?;
+        let (limit, source, weight, bounds) = self.resolve(req.key, req.requested)?;
         validate_cost(req.cost, &limit)?;
         let permit = self.load.acquire(req.key.tenant, weight).await?;
-        let result = self.store.check_and_consume(req.key, limit, req.cost).await;
+        let result = self
+            .store
+            .check_and_consume_bounded(req.key, limit, req.cost, bounds)
+            .await;
         let waited = permit.waited;
         drop(permit);
         let outcome = match result {
@@ -149,7 +187,7 @@ impl Limiter {
         key: RateKey<'_>,
         requested: Option<Limit>,
     ) -> Result<(Verdict, Limit, LimitSource), LimitError> {
-        let (limit, source, _) = self.resolve(key, requested)?;
+        let (limit, source, _, _) = self.resolve(key, requested)?;
         let v = self.store.status(key, limit).await?;
         Ok((v, limit, source))
     }

@@ -65,6 +65,7 @@ fn theirs() -> ConfigDocument {
             max_global_concurrent_requests: 10,
             max_tenant_queue_size: 3,
             queue_timeout_ms: 250,
+            ..GlobalSettings::default()
         },
         ..ConfigDocument::default()
     }

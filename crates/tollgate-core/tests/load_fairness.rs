@@ -21,6 +21,7 @@ fn settings(capacity: u32, queue: u32, timeout_ms: u64) -> GlobalSettings {
         max_global_concurrent_requests: capacity,
         max_tenant_queue_size: queue,
         queue_timeout_ms: timeout_ms,
+        ..Default::default()
     }
 }
 

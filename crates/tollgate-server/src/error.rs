@@ -189,7 +189,9 @@ impl From<LimitError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::KeyBudgetExhausted { .. } => ApiError::KeyBudgetExhausted(e.to_string()),
+            StoreError::KeyBudgetExhausted { .. } | StoreError::TenantKeyBudget(_) => {
+                ApiError::KeyBudgetExhausted(e.to_string())
+            }
             StoreError::Unavailable(_) => ApiError::StoreUnavailable(format!(
                 "{e}; the decision could not be made (the service is configured to deny on store errors)"
             )),

@@ -16,7 +16,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 use parking_lot::RwLock;
 use tollgate_core::limit::{Limit, RateKey};
 use tollgate_core::load::Shed;
-use tollgate_core::store::{Store, StoreError};
+use tollgate_core::store::{KeyBounds, Store, StoreError};
 use tollgate_core::window::Verdict;
 use tollgate_core::{Decision, LimitError, Limiter, Outcome};
 
@@ -70,6 +70,16 @@ pub const CATALOG: &[(&str, &str, &str)] = &[
         "tollgate_tracked_keys",
         "gauge",
         "Keys the store tracks (memory store).",
+    ),
+    (
+        "tollgate_tracked_keys_per_tenant",
+        "gauge",
+        "Keys the store tracks per tenant (memory store; bounded tenant labels).",
+    ),
+    (
+        "tollgate_key_budget_rejections_total",
+        "counter",
+        "New keys refused by a bound on state, by tenant (bounded labels) and bound (tenant_keys, pool_keys, tenant_rate, pool_rate, global_keys).",
     ),
     (
         "tollgate_load_in_flight",
@@ -146,6 +156,28 @@ struct TenantHandles {
     fail_open: Counter,
     error: Counter,
     queued: Gauge,
+    tracked_keys: Gauge,
+    /// Indexed like [`BUDGET_BOUNDS`].
+    budget_rejections: [Counter; 5],
+}
+
+/// The `bound` label values of `tollgate_key_budget_rejections_total`.
+const BUDGET_BOUNDS: [&str; 5] = [
+    "tenant_keys",
+    "pool_keys",
+    "tenant_rate",
+    "pool_rate",
+    "global_keys",
+];
+
+/// Which bound a store error is, as an index into [`BUDGET_BOUNDS`]; `None` if not a budget error.
+fn budget_bound(e: &StoreError) -> Option<usize> {
+    let name = match e {
+        StoreError::TenantKeyBudget(r) => r.bound.as_str(),
+        StoreError::KeyBudgetExhausted { .. } => "global_keys",
+        _ => return None,
+    };
+    BUDGET_BOUNDS.iter().position(|b| *b == name)
 }
 
 /// How a decision request ended, for `tollgate_decisions_total`.
@@ -305,6 +337,11 @@ impl Metrics {
         if let Ok(d) = result {
             self.queue_wait.record(d.waited);
         }
+        if let Err(LimitError::Store(e)) = result {
+            if let Some(i) = budget_bound(e) {
+                self.with_tenant(tenant, |t| t.budget_rejections[i].increment(1));
+            }
+        }
         self.with_tenant(tenant, |t| {
             match outcome {
                 DecisionOutcome::Allowed => &t.allowed,
@@ -329,7 +366,9 @@ impl Metrics {
         hist.record(started.elapsed());
         match err {
             Some(StoreError::Unavailable(_)) => self.store_unavailable.increment(1),
-            Some(StoreError::KeyBudgetExhausted { .. }) => self.store_key_budget.increment(1),
+            Some(StoreError::KeyBudgetExhausted { .. } | StoreError::TenantKeyBudget(_)) => {
+                self.store_key_budget.increment(1)
+            }
             Some(StoreError::Corrupt { .. }) => self.store_corrupt.increment(1),
             None => {}
         }
@@ -374,6 +413,17 @@ impl Metrics {
         for (tenant, n) in per_tenant {
             self.with_tenant(&tenant, |t| t.queued.increment(n as f64));
         }
+        // Same for keys per tenant; tenants past the label budget add up under the overflow label.
+        {
+            let map = self.tenants.read();
+            for t in map.values() {
+                t.tracked_keys.set(0.0);
+            }
+            self.other.tracked_keys.set(0.0);
+        }
+        store.for_each_tenant_keys(&mut |tenant, n| {
+            self.with_tenant(tenant, |t| t.tracked_keys.increment(n as f64))
+        });
         self.handle.render()
     }
 
@@ -417,6 +467,19 @@ fn tenant_handles(recorder: &PrometheusRecorder, tenant: &str) -> TenantHandles 
             &key("tollgate_load_queued_per_tenant", &[("tenant", tenant)]),
             &META,
         ),
+        tracked_keys: recorder.register_gauge(
+            &key("tollgate_tracked_keys_per_tenant", &[("tenant", tenant)]),
+            &META,
+        ),
+        budget_rejections: BUDGET_BOUNDS.map(|bound| {
+            recorder.register_counter(
+                &key(
+                    "tollgate_key_budget_rejections_total",
+                    &[("tenant", tenant), ("bound", bound)],
+                ),
+                &META,
+            )
+        }),
     }
 }
 
@@ -459,6 +522,26 @@ impl Store for InstrumentedStore {
         r
     }
 
+    async fn check_and_consume_bounded(
+        &self,
+        key: RateKey<'_>,
+        limit: Limit,
+        cost: u64,
+        bounds: KeyBounds,
+    ) -> Result<Verdict, StoreError> {
+        let started = Instant::now();
+        let r = self
+            .inner
+            .check_and_consume_bounded(key, limit, cost, bounds)
+            .await;
+        self.metrics.record_store(
+            &self.metrics.store_check_duration,
+            started,
+            r.as_ref().err(),
+        );
+        r
+    }
+
     async fn status(&self, key: RateKey<'_>, limit: Limit) -> Result<Verdict, StoreError> {
         let started = Instant::now();
         let r = self.inner.status(key, limit).await;
@@ -476,6 +559,10 @@ impl Store for InstrumentedStore {
 
     fn tracked_keys(&self) -> Option<u64> {
         self.inner.tracked_keys()
+    }
+
+    fn for_each_tenant_keys(&self, f: &mut dyn FnMut(&str, u64)) {
+        self.inner.for_each_tenant_keys(f)
     }
 
     fn kind(&self) -> &'static str {

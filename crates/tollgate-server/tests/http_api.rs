@@ -347,7 +347,9 @@ async fn configuration_endpoints() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(
         r.body["global"],
-        json!({"max_global_concurrent_requests": 200, "max_tenant_queue_size": 50, "queue_timeout_ms": 1000})
+        json!({"max_global_concurrent_requests": 200, "max_tenant_queue_size": 50, "queue_timeout_ms": 1000,
+               "max_keys_per_tenant": 1_000_000, "new_keys_per_second": 1000,
+               "max_request_window_seconds": 31_536_000})
     );
     assert_eq!(r.body["version"], v0 + 1);
     let load = app.state.limiter().load().snapshot();

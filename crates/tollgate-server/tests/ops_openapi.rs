@@ -20,6 +20,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("put", "/api/config/global"),
     ("get", "/api/config/tenant/{tenant}"),
     ("put", "/api/config/tenant/{tenant}/weight"),
+    ("put", "/api/config/tenant/{tenant}/settings"),
     ("put", "/api/config/tenant/{tenant}/action/{action}"),
     ("delete", "/api/config/tenant/{tenant}/action/{action}"),
     (
@@ -65,6 +66,9 @@ fn sample(method: &str, path: &str) -> (String, Option<&'static str>) {
             r#"{"max_global_concurrent_requests":10,"max_tenant_queue_size":5,"queue_timeout_ms":500}"#,
         ),
         ("put", "/api/config/tenant/{tenant}/weight") => Some(r#"{"weight":2}"#),
+        ("put", "/api/config/tenant/{tenant}/settings") => Some(
+            r#"{"weight":2,"max_keys":100,"new_keys_per_second":null,"max_request_window_seconds":3600}"#,
+        ),
         ("put", _) => limit,
         _ => None,
     };

@@ -43,6 +43,7 @@ async fn queued_requests_are_served_or_told_shutting_down() {
             max_global_concurrent_requests: 1,
             max_tenant_queue_size: 50,
             queue_timeout_ms: 60_000,
+            ..Default::default()
         },
         ..Default::default()
     };

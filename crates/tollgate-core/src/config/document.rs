@@ -24,6 +24,18 @@ pub struct GlobalSettings {
     /// How long a request may wait in its queue before it is answered `timeout`.
     #[serde(default = "default_queue_timeout_ms")]
     pub queue_timeout_ms: u64,
+    /// Keys one tenant may have tracked (memory store), unless the tenant sets its own
+    /// `max_keys`. Unconfigured tenants also share one pool of this size.
+    #[serde(default = "default_max_keys_per_tenant")]
+    pub max_keys_per_tenant: u64,
+    /// New keys one tenant may create per second (both stores; burst = one second's worth),
+    /// unless the tenant sets its own. Unconfigured tenants also share one bucket of this rate.
+    #[serde(default = "default_new_keys_per_second")]
+    pub new_keys_per_second: u64,
+    /// Longest window a request-supplied limit may set, in seconds, unless the tenant sets its
+    /// own. Configured limits are the operator's and are not capped.
+    #[serde(default = "default_max_request_window_seconds")]
+    pub max_request_window_seconds: u64,
 }
 
 /// A change to some of the global settings: `None` keeps the value in force when the change is
@@ -33,6 +45,9 @@ pub struct GlobalPatch {
     pub max_global_concurrent_requests: Option<u32>,
     pub max_tenant_queue_size: Option<u32>,
     pub queue_timeout_ms: Option<u64>,
+    pub max_keys_per_tenant: Option<u64>,
+    pub new_keys_per_second: Option<u64>,
+    pub max_request_window_seconds: Option<u64>,
 }
 
 impl GlobalPatch {
@@ -46,6 +61,15 @@ impl GlobalPatch {
                 .max_tenant_queue_size
                 .unwrap_or(current.max_tenant_queue_size),
             queue_timeout_ms: self.queue_timeout_ms.unwrap_or(current.queue_timeout_ms),
+            max_keys_per_tenant: self
+                .max_keys_per_tenant
+                .unwrap_or(current.max_keys_per_tenant),
+            new_keys_per_second: self
+                .new_keys_per_second
+                .unwrap_or(current.new_keys_per_second),
+            max_request_window_seconds: self
+                .max_request_window_seconds
+                .unwrap_or(current.max_request_window_seconds),
         }
     }
 }
@@ -55,6 +79,24 @@ pub const MAX_CONCURRENCY: u32 = 1_000_000;
 pub const MAX_QUEUE_SIZE: u32 = 1_000_000;
 pub const MAX_QUEUE_TIMEOUT_MS: u64 = 600_000;
 pub const MAX_WEIGHT: u32 = 1_000;
+pub const DEFAULT_MAX_KEYS_PER_TENANT: u64 = 1_000_000;
+pub const DEFAULT_NEW_KEYS_PER_SECOND: u64 = 1_000;
+/// The default cap on request-supplied windows: the longest window any limit may have.
+pub const DEFAULT_MAX_REQUEST_WINDOW_SECONDS: u64 = crate::limit::MAX_WINDOW_SECONDS as u64;
+pub const MAX_KEYS_PER_TENANT: u64 = 1_000_000_000;
+pub const MAX_NEW_KEYS_PER_SECOND: u64 = 1_000_000_000;
+
+fn default_max_keys_per_tenant() -> u64 {
+    DEFAULT_MAX_KEYS_PER_TENANT
+}
+
+fn default_new_keys_per_second() -> u64 {
+    DEFAULT_NEW_KEYS_PER_SECOND
+}
+
+fn default_max_request_window_seconds() -> u64 {
+    DEFAULT_MAX_REQUEST_WINDOW_SECONDS
+}
 
 fn default_queue_timeout_ms() -> u64 {
     DEFAULT_QUEUE_TIMEOUT_MS
@@ -66,6 +108,9 @@ impl Default for GlobalSettings {
             max_global_concurrent_requests: 1000,
             max_tenant_queue_size: 100,
             queue_timeout_ms: DEFAULT_QUEUE_TIMEOUT_MS,
+            max_keys_per_tenant: DEFAULT_MAX_KEYS_PER_TENANT,
+            new_keys_per_second: DEFAULT_NEW_KEYS_PER_SECOND,
+            max_request_window_seconds: DEFAULT_MAX_REQUEST_WINDOW_SECONDS,
         }
     }
 }
@@ -86,6 +131,15 @@ pub struct TenantDocument {
     /// Client-specific limits: client id → action → limit. These win over `actions`.
     #[serde(default)]
     pub clients: BTreeMap<String, BTreeMap<String, LimitSpec>>,
+    /// This tenant's own `max_keys_per_tenant`; absent = the global one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_keys: Option<u64>,
+    /// This tenant's own `new_keys_per_second`; absent = the global one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_keys_per_second: Option<u64>,
+    /// This tenant's own `max_request_window_seconds`; absent = the global one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_window_seconds: Option<u64>,
 }
 
 impl Default for TenantDocument {
@@ -94,6 +148,9 @@ impl Default for TenantDocument {
             weight: 1,
             actions: BTreeMap::new(),
             clients: BTreeMap::new(),
+            max_keys: None,
+            new_keys_per_second: None,
+            max_request_window_seconds: None,
         }
     }
 }
@@ -155,8 +212,47 @@ impl GlobalSettings {
             "queue_timeout_ms",
             format!("must be an integer from 1 to {MAX_QUEUE_TIMEOUT_MS}, got {t}"),
         );
+        for (field, message) in [
+            (
+                "max_keys_per_tenant",
+                max_keys_problem(self.max_keys_per_tenant),
+            ),
+            (
+                "new_keys_per_second",
+                new_keys_problem(self.new_keys_per_second),
+            ),
+            (
+                "max_request_window_seconds",
+                request_window_problem(self.max_request_window_seconds),
+            ),
+        ] {
+            if let Some(m) = message {
+                check(false, field, m);
+            }
+        }
         out
     }
+}
+
+/// Checks a per-tenant key budget (global default or a tenant's own).
+pub fn max_keys_problem(n: u64) -> Option<String> {
+    (!(1..=MAX_KEYS_PER_TENANT).contains(&n))
+        .then(|| format!("must be an integer from 1 to {MAX_KEYS_PER_TENANT}, got {n}"))
+}
+
+/// Checks a key-creation rate (global default or a tenant's own).
+pub fn new_keys_problem(n: u64) -> Option<String> {
+    (!(1..=MAX_NEW_KEYS_PER_SECOND).contains(&n))
+        .then(|| format!("must be an integer from 1 to {MAX_NEW_KEYS_PER_SECOND}, got {n}"))
+}
+
+/// Checks a cap on request-supplied windows (global default or a tenant's own).
+pub fn request_window_problem(n: u64) -> Option<String> {
+    (!(1..=DEFAULT_MAX_REQUEST_WINDOW_SECONDS).contains(&n)).then(|| {
+        format!(
+            "must be an integer from 1 to {DEFAULT_MAX_REQUEST_WINDOW_SECONDS} (seconds), got {n}"
+        )
+    })
 }
 
 /// Checks a weight from the API or a file.

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 
 pub use document::{
     ConfigDocument, ConfigProblem, GlobalPatch, GlobalSettings, LimitSpec, TenantDocument,
+    DEFAULT_MAX_KEYS_PER_TENANT, DEFAULT_MAX_REQUEST_WINDOW_SECONDS, DEFAULT_NEW_KEYS_PER_SECOND,
     DEFAULT_QUEUE_TIMEOUT_MS,
 };
 pub use file::{parse_toml, FileBackend};
@@ -92,6 +93,21 @@ pub enum Change {
     },
     /// Replace everything (a reloaded config file), as one atomic change.
     ReplaceAll(ConfigDocument),
+    /// Change some of a tenant's settings (weight, bounds on its state) at once.
+    TenantSettings {
+        tenant: String,
+        patch: TenantSettingsPatch,
+    },
+}
+
+/// A partial update of a tenant's settings: `None` keeps a value as it is; for the bounds on
+/// state, `Some(None)` removes the tenant's override so the global value applies again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantSettingsPatch {
+    pub weight: Option<u32>,
+    pub max_keys: Option<Option<u64>>,
+    pub new_keys_per_second: Option<Option<u64>>,
+    pub max_request_window_seconds: Option<Option<u64>>,
 }
 
 /// The highest configuration version tollgate writes or accepts: 2^53 - 1, the largest integer
@@ -448,6 +464,49 @@ fn build(cur: &Snapshot, change: &Change) -> Result<Snapshot, ConfigError> {
             t.weight = *weight;
             put(&mut next, tenant, t);
         }
+        Change::TenantSettings { tenant, patch } => {
+            let mut t = tenant_mut(&mut next, tenant)?;
+            if let Some(w) = patch.weight {
+                if let Some(m) = document::weight_problem(w) {
+                    return Err(ConfigError::Invalid(m));
+                }
+                t.weight = w;
+            }
+            type Check<'a> = (
+                &'static str,
+                Option<Option<u64>>,
+                fn(u64) -> Option<String>,
+                &'a mut Option<u64>,
+            );
+            let checks: [Check<'_>; 3] = [
+                (
+                    "max_keys",
+                    patch.max_keys,
+                    document::max_keys_problem,
+                    &mut t.max_keys,
+                ),
+                (
+                    "new_keys_per_second",
+                    patch.new_keys_per_second,
+                    document::new_keys_problem,
+                    &mut t.new_keys_per_second,
+                ),
+                (
+                    "max_request_window_seconds",
+                    patch.max_request_window_seconds,
+                    document::request_window_problem,
+                    &mut t.max_request_window_seconds,
+                ),
+            ];
+            for (field, value, check, slot) in checks {
+                let Some(value) = value else { continue };
+                if let Some(m) = value.and_then(check) {
+                    return Err(ConfigError::Invalid(format!("{field} {m}")));
+                }
+                *slot = value;
+            }
+            put(&mut next, tenant, t);
+        }
         Change::ReplaceAll(doc) => {
             next = Snapshot::from_document(doc).map_err(|p| ConfigError::Invalid(join(&p)))?;
         }
@@ -537,5 +596,38 @@ mod tests {
             doc.tenants["t"].clients["c"]["a"].window_duration_seconds,
             0.25
         );
+    }
+
+    #[test]
+    fn documents_without_the_bounds_on_state_load_with_defaults() {
+        // As written by the previous version (config.json, the Redis document) and a TOML file.
+        let old = r#"{"version":7,"global":{"max_global_concurrent_requests":10,
+            "max_tenant_queue_size":5,"queue_timeout_ms":300},
+            "tenants":{"t":{"weight":2,"actions":{"a":{"max_requests":3,"window_duration_seconds":1.5}},
+            "clients":{}}}}"#;
+        let doc: ConfigDocument = serde_json::from_str(old).unwrap();
+        let snap = Snapshot::from_document(&doc).unwrap();
+        assert_eq!(snap.global.max_keys_per_tenant, DEFAULT_MAX_KEYS_PER_TENANT);
+        assert_eq!(snap.global.new_keys_per_second, DEFAULT_NEW_KEYS_PER_SECOND);
+        assert_eq!(snap.global.max_request_window_seconds, 31_536_000);
+        assert_eq!(snap.tenants["t"].max_keys, None);
+        // Written back, an unconfigured tenant's document has no new fields to trip older readers.
+        let back = serde_json::to_value(snap.to_document()).unwrap();
+        assert!(back["tenants"]["t"].get("max_keys").is_none());
+        let toml = parse_toml(
+            std::path::Path::new("old.toml"),
+            "[global]\nmax_global_concurrent_requests = 10\nmax_tenant_queue_size = 5\n\n[tenants.t.actions.a]\nmax_requests = 3\nwindow_duration_seconds = 60\n",
+        )
+        .unwrap();
+        assert_eq!(toml.global.max_keys_per_tenant, DEFAULT_MAX_KEYS_PER_TENANT);
+        // The new fields in a file, and their validation with paths.
+        let new: ConfigDocument = toml::from_str(
+            "[global]\nmax_global_concurrent_requests = 10\nmax_tenant_queue_size = 5\nnew_keys_per_second = 50\n\n[tenants.t]\nmax_keys = 0\nmax_request_window_seconds = 60\n",
+        )
+        .unwrap();
+        assert_eq!(new.global.new_keys_per_second, 50);
+        let problems = Snapshot::from_document(&new).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].path, "tenants.t.max_keys");
     }
 }

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::document::{
-    weight_problem, ConfigDocument, ConfigProblem, GlobalSettings, LimitSpec, TenantDocument,
+    max_keys_problem, new_keys_problem, request_window_problem, weight_problem, ConfigDocument,
+    ConfigProblem, GlobalSettings, LimitSpec, TenantDocument,
 };
 use crate::limit::{validate_id, Limit, LimitSource};
 
@@ -18,12 +19,21 @@ pub struct TenantLimits {
     pub actions: Map<Limit>,
     /// client id → action → limit.
     pub clients: Map<Map<Limit>>,
+    /// Overrides of the global bounds on state; `None` = the global value.
+    pub max_keys: Option<u64>,
+    pub new_keys_per_second: Option<u64>,
+    pub max_request_window_seconds: Option<u64>,
 }
 
 impl TenantLimits {
     /// True when the tenant carries nothing beyond defaults and can be forgotten.
     pub fn is_default(&self) -> bool {
-        self.weight == 1 && self.actions.is_empty() && self.clients.is_empty()
+        self.weight == 1
+            && self.actions.is_empty()
+            && self.clients.is_empty()
+            && self.max_keys.is_none()
+            && self.new_keys_per_second.is_none()
+            && self.max_request_window_seconds.is_none()
     }
 }
 
@@ -93,8 +103,35 @@ impl Snapshot {
                     message: m,
                 });
             }
+            for (field, value, check) in [
+                (
+                    "max_keys",
+                    tdoc.max_keys,
+                    max_keys_problem as fn(u64) -> Option<String>,
+                ),
+                (
+                    "new_keys_per_second",
+                    tdoc.new_keys_per_second,
+                    new_keys_problem,
+                ),
+                (
+                    "max_request_window_seconds",
+                    tdoc.max_request_window_seconds,
+                    request_window_problem,
+                ),
+            ] {
+                if let Some(m) = value.and_then(check) {
+                    problems.push(ConfigProblem {
+                        path: format!("{base}.{field}"),
+                        message: m,
+                    });
+                }
+            }
             let mut t = TenantLimits {
                 weight: tdoc.weight,
+                max_keys: tdoc.max_keys,
+                new_keys_per_second: tdoc.new_keys_per_second,
+                max_request_window_seconds: tdoc.max_request_window_seconds,
                 ..Default::default()
             };
             for (aid, spec) in &tdoc.actions {
@@ -186,6 +223,9 @@ fn tenant_document(t: &TenantLimits, spec: impl Fn(&Limit) -> LimitSpec) -> Tena
                 )
             })
             .collect(),
+        max_keys: t.max_keys,
+        new_keys_per_second: t.new_keys_per_second,
+        max_request_window_seconds: t.max_request_window_seconds,
     }
 }
 

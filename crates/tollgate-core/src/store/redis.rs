@@ -16,8 +16,9 @@ use async_trait::async_trait;
 use redis::Script;
 
 use super::breaker::{Admit, CircuitBreaker};
-use super::{Store, StoreError};
-use crate::clock::Micros;
+use super::creation::CreationLimiter;
+use super::{KeyBound, KeyBounds, KeyRefusal, Store, StoreError};
+use crate::clock::{Clock, Micros, SystemClock};
 use crate::limit::{Limit, RateKey};
 use crate::redis_conn::{RedisConnection, RedisOptions};
 use crate::window::Verdict;
@@ -58,6 +59,8 @@ struct Inner {
     prefix: Vec<u8>,
     timeout: Duration,
     breaker: CircuitBreaker,
+    /// This instance's key-creation buckets per tenant (see `creation.rs` for the bound they give).
+    creation: CreationLimiter,
 }
 
 /// The error code the script raises for a key that is not a valid log (see `redis_window.lua`).
@@ -66,7 +69,7 @@ const CORRUPT_CODE: &str = "TGCORRUPT";
 /// Which of the script's two operations to run.
 #[derive(Clone, Copy)]
 enum Op {
-    Consume(u64),
+    Consume(u64, KeyBounds),
     Status,
 }
 
@@ -103,6 +106,7 @@ impl RedisStore {
                 prefix: opts.key_prefix.into_bytes(),
                 timeout,
                 breaker: CircuitBreaker::new(opts.failure_threshold, opts.probe_interval),
+                creation: CreationLimiter::default(),
             }),
         }
     }
@@ -130,20 +134,33 @@ impl RedisStore {
         }
         let mut inv = inner.script.key(self.redis_key(key));
         let (mode, cost) = match op {
-            Op::Consume(c) => ("c", c),
+            Op::Consume(c, _) => ("c", c),
             Op::Status => ("s", 1),
+        };
+        // A creation token is reserved before the call (the script may create the key) and given
+        // back if the key existed; with none, the script refuses to create one. No extra round trip.
+        let reservation = match op {
+            Op::Consume(_, bounds) => {
+                let now = at.unwrap_or_else(|| SystemClock.now_micros());
+                Some(inner.creation.reserve(key.tenant, bounds, now))
+            }
+            Op::Status => None,
+        };
+        let may_create = if matches!(reservation, Some(Err(_))) {
+            "0"
+        } else {
+            "1"
         };
         inv.arg(mode)
             .arg(limit.max_requests)
             .arg(limit.window_micros)
             .arg(cost)
-            // May create the key.
-            .arg("1");
+            .arg(may_create);
         if let Some(t) = at {
             inv.arg(t);
         }
         let mut conn = inner.conn.clone();
-        let reply: Result<(i64, i64, i64, i64, i64), String> =
+        let reply: Result<(i64, i64, i64, i64, i64, i64), String> =
             match tokio::time::timeout(inner.timeout, inv.invoke_async(&mut conn)).await {
                 Ok(Ok(r)) => Ok(r),
                 Ok(Err(e)) if e.code() == Some(CORRUPT_CODE) => {
@@ -158,8 +175,17 @@ impl RedisStore {
                 )),
             };
         match reply {
-            Ok((allowed, used, reset_at, retry_at, now)) => {
+            Ok((allowed, used, reset_at, retry_at, now, created)) => {
                 inner.breaker.on_success();
+                if let (Op::Consume(_, bounds), Some(r)) = (op, reservation) {
+                    match r {
+                        Ok(r) if created == 0 => inner.creation.give_back(key.tenant, bounds, r),
+                        Err(bound) if created < 0 => return Err(refused(key.tenant, bound)),
+                        // A lost reply after a creation (error path below) keeps its token:
+                        // the bound stays a bound.
+                        _ => {}
+                    }
+                }
                 Ok(Verdict {
                     allowed: allowed == 1,
                     used: used.max(0) as u64,
@@ -201,7 +227,27 @@ impl RedisStore {
         cost: u64,
         now: Micros,
     ) -> Result<Verdict, StoreError> {
-        self.run(key, limit, Op::Consume(cost), Some(now)).await
+        self.run(
+            key,
+            limit,
+            Op::Consume(cost, KeyBounds::UNBOUNDED),
+            Some(now),
+        )
+        .await
+    }
+
+    /// `check_and_consume_bounded` at a given time, used for the creation buckets too; tests only.
+    #[doc(hidden)]
+    pub async fn check_and_consume_bounded_at(
+        &self,
+        key: RateKey<'_>,
+        limit: Limit,
+        cost: u64,
+        bounds: KeyBounds,
+        now: Micros,
+    ) -> Result<Verdict, StoreError> {
+        self.run(key, limit, Op::Consume(cost, bounds), Some(now))
+            .await
     }
 
     /// Status at a given time; see `check_and_consume_at`.
@@ -221,6 +267,13 @@ impl RedisStore {
     }
 }
 
+fn refused(tenant: &str, bound: KeyBound) -> StoreError {
+    StoreError::TenantKeyBudget(KeyRefusal {
+        tenant: tenant.to_string(),
+        bound,
+    })
+}
+
 #[async_trait]
 impl Store for RedisStore {
     async fn check_and_consume(
@@ -229,7 +282,18 @@ impl Store for RedisStore {
         limit: Limit,
         cost: u64,
     ) -> Result<Verdict, StoreError> {
-        self.run(key, limit, Op::Consume(cost), None).await
+        self.run(key, limit, Op::Consume(cost, KeyBounds::UNBOUNDED), None)
+            .await
+    }
+
+    async fn check_and_consume_bounded(
+        &self,
+        key: RateKey<'_>,
+        limit: Limit,
+        cost: u64,
+        bounds: KeyBounds,
+    ) -> Result<Verdict, StoreError> {
+        self.run(key, limit, Op::Consume(cost, bounds), None).await
     }
 
     async fn status(&self, key: RateKey<'_>, limit: Limit) -> Result<Verdict, StoreError> {

@@ -6,11 +6,13 @@
 -- ARGV[2]  max_requests
 -- ARGV[3]  window in microseconds
 -- ARGV[4]  cost
--- ARGV[5]  may-create flag: '1' = this call may create the key, '0' = it may not
+-- ARGV[5]  may-create: '1' when the instance holds a creation token for the key's tenant, else '0'
+--          (then a consuming call on an absent key is refused and writes nothing)
 -- ARGV[6]  optional: decision time in microseconds, used instead of Redis TIME (tests only; the
 --          service never sends it). The key's expiry is absolute (PEXPIREAT) from this time too,
 --          so tests send times at or after the real clock.
--- Returns {allowed 0|1, used, reset_at_us, retry_at_us or -1, now_us}.
+-- Returns {allowed 0|1, used, reset_at_us, retry_at_us or -1, now_us, created}, created being 1
+-- when this call made the key, 0 when it did not, -1 when it refused to (may-create '0').
 -- Errors 'TGCORRUPT <reason>' when the key held anything but a valid log (wrong type, truncated,
 -- foreign or edited bytes, an older format): the key has been deleted (reset) by then, and the
 -- caller answers this one decision per its store-error policy.
@@ -107,8 +109,12 @@ if exists then
     corrupt('inconsistent header')
   end
 end
--- From here on the header is trusted. (Where a missing key may not be created, ARGV[5] = '0',
--- the call is refused here, before anything is written.)
+-- From here on the header is trusted.
+
+-- Bounded state: a new key needs the instance's creation token; existing keys never do.
+if consume and not exists and ARGV[5] == '0' then
+  return {0, 0, now, -1, now, -1}
+end
 
 local function rec(i)
   local s = redis.call('GETRANGE', key, H + i * R, H + i * R + R - 1)
@@ -213,12 +219,12 @@ if not consume then
   local allowed = used < max
   local retry = -1
   if not allowed then retry = fits_at(1) end
-  return {allowed and 1 or 0, used, reset_at(), retry, now}
+  return {allowed and 1 or 0, used, reset_at(), retry, now, 0}
 end
 
 if used + cost > max then
   if changed or dirty then save() end
-  return {0, used, reset_at(), fits_at(cost), now}
+  return {0, used, reset_at(), fits_at(cost), now, 0}
 end
 
 -- A request joins the newest entry when it falls in the same tick of this window (or the clock
@@ -265,4 +271,4 @@ else
 end
 last_at, last_c = at, newc
 save()
-return {1, used + cost, reset_at(), -1, now}
+return {1, used + cost, reset_at(), -1, now, exists and 0 or 1}

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
-use tollgate_core::config::{Change, GlobalPatch};
+use tollgate_core::config::{Change, GlobalPatch, TenantSettingsPatch};
 use tollgate_core::limit::validate_id;
 use tollgate_core::Limit;
 
@@ -46,6 +46,22 @@ pub struct GlobalBody {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 600_000)]
     queue_timeout_ms: Option<u64>,
+    /// Keys one tenant may have tracked, 1 ..= 1,000,000,000 (default 1,000,000; memory store; at
+    /// most a quarter of `--max-keys` whatever is set). Unconfigured tenants also share one pool of
+    /// this size.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    max_keys_per_tenant: Option<u64>,
+    /// New keys one tenant may create per second, 1 ..= 1,000,000,000 (default 1,000; burst one
+    /// second's worth). Unconfigured tenants also share one bucket of this rate.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    new_keys_per_second: Option<u64>,
+    /// Longest window, in seconds, a limit sent with a request may set, 1 ..= 31,536,000
+    /// (default 31,536,000).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 31_536_000)]
+    max_request_window_seconds: Option<u64>,
 }
 
 #[utoipa::path(
@@ -73,6 +89,9 @@ pub async fn put_global(
         max_global_concurrent_requests: body.max_global_concurrent_requests,
         max_tenant_queue_size: body.max_tenant_queue_size,
         queue_timeout_ms: body.queue_timeout_ms,
+        max_keys_per_tenant: body.max_keys_per_tenant,
+        new_keys_per_second: body.new_keys_per_second,
+        max_request_window_seconds: body.max_request_window_seconds,
     };
     let snap = state.limiter().update_config(Change::Global(patch)).await?;
     Ok(axum::Json(json!({
@@ -107,9 +126,31 @@ pub async fn get_tenant(
         "weight": doc.weight,
         "actions": doc.actions,
         "clients": doc.clients,
+        "state_bounds": state_bounds(&snap, &tenant),
         "version": snap.version,
     }))
     .into_response())
+}
+
+/// The tenant's bounds on state as they apply, and which are its own.
+fn state_bounds(snap: &tollgate_core::config::Snapshot, tenant: &str) -> serde_json::Value {
+    let g = &snap.global;
+    let t = snap.tenants.get(tenant);
+    let own = |f: fn(&tollgate_core::config::TenantLimits) -> Option<u64>| t.and_then(|t| f(t));
+    let max_keys = own(|t| t.max_keys);
+    let rate = own(|t| t.new_keys_per_second);
+    let window = own(|t| t.max_request_window_seconds);
+    json!({
+        "configured": t.is_some(),
+        "max_keys": max_keys.unwrap_or(g.max_keys_per_tenant),
+        "new_keys_per_second": rate.unwrap_or(g.new_keys_per_second),
+        "max_request_window_seconds": window.unwrap_or(g.max_request_window_seconds),
+        "overrides": {
+            "max_keys": max_keys,
+            "new_keys_per_second": rate,
+            "max_request_window_seconds": window,
+        },
+    })
 }
 
 /// A limit: `max_requests` 1..=10^9, `window_duration_seconds` > 0 and <= 31,536,000.
@@ -335,6 +376,84 @@ pub async fn put_weight(
         "status": "updated",
         "tenant_id": tenant,
         "weight": body.weight,
+        "version": snap.version,
+    }))
+    .into_response())
+}
+
+/// `Some(v)` for any present value, `null` included, so an omitted field (`None`) differs from an
+/// explicit `null` (`Some(None)`).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// Some of a tenant's settings. An omitted field keeps its value; for the bounds on state, `null`
+/// removes the tenant's own value so the global one applies again.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSettingsBody {
+    /// Fair-share weight, 1..=1000.
+    #[serde(default)]
+    weight: Option<u32>,
+    /// Keys this tenant may have tracked, 1..=10^9 (memory store; at most a quarter of
+    /// `--max-keys` whatever is set).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
+    max_keys: Option<Option<u64>>,
+    /// New keys this tenant may create per second, 1..=10^9; burst one second's worth.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
+    new_keys_per_second: Option<Option<u64>>,
+    /// Longest window, in seconds (1..=31,536,000), a limit sent with a request may set.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
+    max_request_window_seconds: Option<Option<u64>>,
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/config/tenant/{tenant}/settings",
+    tag = "configuration",
+    security(("admin_token" = [])),
+    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8")),
+    request_body = TenantSettingsBody,
+    responses(
+        (status = 200, description = "Applied", body = super::schema::TenantSettingsUpdated),
+        (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
+        (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 413, description = "payload_too_large: body over 64 KiB", body = crate::error::ErrorBody),
+        (status = 500, description = "internal: the stored configuration is unreadable", body = crate::error::ErrorBody),
+        (status = 503, description = "store_unavailable: the configuration store (data dir or Redis) could not be written and nothing changed; or request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
+    )
+)]
+pub async fn put_settings(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    Json(body): Json<TenantSettingsBody>,
+) -> Result<Response, ApiError> {
+    id("tenant_id", &tenant)?;
+    let snap = state
+        .limiter()
+        .update_config(Change::TenantSettings {
+            tenant: tenant.clone(),
+            patch: TenantSettingsPatch {
+                weight: body.weight,
+                max_keys: body.max_keys,
+                new_keys_per_second: body.new_keys_per_second,
+                max_request_window_seconds: body.max_request_window_seconds,
+            },
+        })
+        .await?;
+    let weight = snap.tenants.get(&tenant).map_or(1, |t| t.weight);
+    Ok(axum::Json(json!({
+        "status": "updated",
+        "tenant_id": tenant,
+        "weight": weight,
+        "state_bounds": state_bounds(&snap, &tenant),
         "version": snap.version,
     }))
     .into_response())

@@ -40,6 +40,7 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(config::put_global))
         .routes(routes!(config::get_tenant))
         .routes(routes!(config::put_weight))
+        .routes(routes!(config::put_settings))
         .routes(routes!(config::put_action, config::delete_action))
         .routes(routes!(config::put_client, config::delete_client));
     (public, admin)

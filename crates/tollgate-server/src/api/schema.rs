@@ -34,6 +34,13 @@ pub struct GlobalSettingsSchema {
     pub max_global_concurrent_requests: u32,
     pub max_tenant_queue_size: u32,
     pub queue_timeout_ms: u64,
+    /// Keys one tenant may have tracked (memory store); also the size of the pool shared by
+    /// unconfigured tenants.
+    pub max_keys_per_tenant: u64,
+    /// New keys one tenant may create per second; also the shared pool's rate.
+    pub new_keys_per_second: u64,
+    /// Longest window a request-supplied limit may set, in seconds.
+    pub max_request_window_seconds: u64,
 }
 
 /// One tenant's limits and fair-share weight.
@@ -45,6 +52,12 @@ pub struct TenantDocumentSchema {
     pub actions: BTreeMap<String, LimitSpecSchema>,
     /// Client → action → limit; wins over `actions`.
     pub clients: BTreeMap<String, BTreeMap<String, LimitSpecSchema>>,
+    /// The tenant's own key budget; absent = `global.max_keys_per_tenant`.
+    pub max_keys: Option<u64>,
+    /// The tenant's own key-creation rate; absent = `global.new_keys_per_second`.
+    pub new_keys_per_second: Option<u64>,
+    /// The tenant's own cap on request windows; absent = `global.max_request_window_seconds`.
+    pub max_request_window_seconds: Option<u64>,
 }
 
 /// The whole configuration (`GET /api/config`; also the `--config` file's shape).
@@ -56,6 +69,27 @@ pub struct ConfigDocumentSchema {
     pub tenants: BTreeMap<String, TenantDocumentSchema>,
 }
 
+/// A tenant's bounds on state as they apply to it.
+#[derive(ToSchema)]
+pub struct StateBounds {
+    /// Whether the tenant has a configuration; without one its new keys also count against the
+    /// pool all unconfigured tenants share.
+    pub configured: bool,
+    pub max_keys: u64,
+    pub new_keys_per_second: u64,
+    pub max_request_window_seconds: u64,
+    /// The tenant's own values (`null` = the global one applies).
+    pub overrides: StateBoundOverrides,
+}
+
+/// A tenant's own bounds on state; `null` where the global value applies.
+#[derive(ToSchema)]
+pub struct StateBoundOverrides {
+    pub max_keys: Option<u64>,
+    pub new_keys_per_second: Option<u64>,
+    pub max_request_window_seconds: Option<u64>,
+}
+
 /// `GET /api/config/tenant/{tenant}`.
 #[derive(ToSchema)]
 pub struct TenantView {
@@ -63,6 +97,18 @@ pub struct TenantView {
     pub weight: u32,
     pub actions: BTreeMap<String, LimitSpecSchema>,
     pub clients: BTreeMap<String, BTreeMap<String, LimitSpecSchema>>,
+    pub state_bounds: StateBounds,
+    pub version: u64,
+}
+
+/// `PUT /api/config/tenant/{tenant}/settings`.
+#[derive(ToSchema)]
+pub struct TenantSettingsUpdated {
+    /// `updated`.
+    pub status: String,
+    pub tenant_id: String,
+    pub weight: u32,
+    pub state_bounds: StateBounds,
     pub version: u64,
 }
 

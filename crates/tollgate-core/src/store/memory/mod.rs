@@ -16,14 +16,17 @@ use parking_lot::Mutex;
 mod key;
 mod prefetch;
 mod table;
+mod tenants;
 
-use super::{Store, StoreError};
+use super::{KeyBounds, Store, StoreError};
 use crate::clock::{Clock, SystemClock};
 use crate::limit::{Limit, RateKey};
 use crate::window::{Verdict, WindowLog};
 use key::StoredKey;
 use prefetch::SlotHint;
 use table::Table;
+use tenants::Tenants;
+pub use tenants::TENANT_SHARE_DIVISOR;
 
 /// Default cap on tracked keys: ~1 GB at the measured per-key cost.
 pub const DEFAULT_MAX_KEYS: usize = 5_000_000;
@@ -73,6 +76,8 @@ struct Inner {
     /// Keys tracked across all shards, checked against `max_keys` before inserting.
     keys: AtomicUsize,
     max_keys: usize,
+    /// Keys and creation buckets per tenant, touched only on insert and sweep.
+    tenants: Tenants,
     clock: Arc<dyn Clock>,
 }
 
@@ -93,6 +98,7 @@ impl MemoryStore {
                 hasher: foldhash::fast::FixedState::with_seed(random_seed()),
                 keys: AtomicUsize::new(0),
                 max_keys,
+                tenants: Tenants::new(max_keys),
                 clock,
             }),
         }
@@ -111,11 +117,25 @@ impl MemoryStore {
     }
 
     /// The decision, synchronously: what `Store::check_and_consume` does without the async wrapper.
+    /// No per-tenant bound applies (only `--max-keys`); the keys are still counted per tenant.
     pub fn check_and_consume_sync(
         &self,
         key: RateKey<'_>,
         limit: Limit,
         cost: u64,
+    ) -> Result<Verdict, StoreError> {
+        self.check_and_consume_bounded_sync(key, limit, cost, KeyBounds::UNBOUNDED)
+    }
+
+    /// The decision under the tenant's bounds on new keys: a new key is admitted only within the
+    /// tenant's budget (at most 1/[`TENANT_SHARE_DIVISOR`] of `--max-keys`), the pool's for an
+    /// unconfigured tenant, and their creation rates. An existing key never touches any of them.
+    pub fn check_and_consume_bounded_sync(
+        &self,
+        key: RateKey<'_>,
+        limit: Limit,
+        cost: u64,
+        bounds: KeyBounds,
     ) -> Result<Verdict, StoreError> {
         let hash = self.hash(&key);
         let shard = self.shard(hash);
@@ -130,7 +150,13 @@ impl MemoryStore {
             hash,
             |(k, _)| k.is(&key, hash),
             || {
-                self.reserve_key()?;
+                self.inner.tenants.admit(
+                    key.tenant,
+                    bounds,
+                    now,
+                    &self.inner.keys,
+                    self.inner.max_keys,
+                )?;
                 inserted = true;
                 Ok((StoredKey::new(&key, hash), WindowLog::new()))
             },
@@ -157,33 +183,44 @@ impl MemoryStore {
         }
     }
 
-    fn reserve_key(&self) -> Result<(), StoreError> {
-        let max = self.inner.max_keys;
-        let prev = self.inner.keys.fetch_add(1, Ordering::Relaxed);
-        if prev >= max {
-            self.inner.keys.fetch_sub(1, Ordering::Relaxed);
-            return Err(StoreError::KeyBudgetExhausted { max });
-        }
-        Ok(())
-    }
-
     /// Drops every key whose log has emptied; returns how many were dropped. Locks one shard at a
-    /// time so decisions on other shards proceed meanwhile.
+    /// time so decisions on other shards proceed meanwhile. Each dropped key is uncounted as it
+    /// goes (process-wide and per tenant), so the counts never run ahead of the keys a sweep has
+    /// already dropped and a new key is not refused for room the sweep has freed.
     pub fn sweep(&self) -> usize {
         let now = self.inner.clock.now_micros();
+        let inner = &*self.inner;
         let mut dropped = 0;
-        for shard in self.inner.shards.iter() {
+        for shard in inner.shards.iter() {
             let mut table = shard.table.lock();
             let gone = table.retain(
-                |(_, log)| !log.expire(now),
-                |slot| hash_stored(&self.inner.hasher, slot),
+                |(key, log)| {
+                    if !log.expire(now) {
+                        return true;
+                    }
+                    inner.tenants.release(key.ids()[0]);
+                    inner.keys.fetch_sub(1, Ordering::Relaxed);
+                    false
+                },
+                |slot| hash_stored(&inner.hasher, slot),
             );
             shard.hint.publish(table.slots());
             drop(table);
             dropped += gone;
         }
-        self.inner.keys.fetch_sub(dropped, Ordering::Relaxed);
+        inner.tenants.forget_idle(now);
         dropped
+    }
+
+    /// Keys `tenant` tracks, and keys tracked in the pool of unconfigured tenants.
+    pub fn tenant_key_counts(&self, tenant: &str) -> (u64, u64) {
+        self.inner.tenants.counts(tenant)
+    }
+
+    /// Tenants the store keeps accounting entries for.
+    #[doc(hidden)]
+    pub fn accounted_tenants(&self) -> usize {
+        self.inner.tenants.len()
     }
 
     /// Number of keys currently tracked.
@@ -233,6 +270,20 @@ impl Store for MemoryStore {
         self.check_and_consume_sync(key, limit, cost)
     }
 
+    async fn check_and_consume_bounded(
+        &self,
+        key: RateKey<'_>,
+        limit: Limit,
+        cost: u64,
+        bounds: KeyBounds,
+    ) -> Result<Verdict, StoreError> {
+        self.check_and_consume_bounded_sync(key, limit, cost, bounds)
+    }
+
+    fn for_each_tenant_keys(&self, f: &mut dyn FnMut(&str, u64)) {
+        self.inner.tenants.for_each(f);
+    }
+
     async fn status(&self, key: RateKey<'_>, limit: Limit) -> Result<Verdict, StoreError> {
         Ok(self.status_sync(key, limit))
     }
@@ -280,6 +331,150 @@ mod tests {
         assert!(store
             .check_and_consume_sync(RateKey::new("t", "c", "x"), l, 1)
             .is_ok());
+    }
+
+    /// Fills the store to a bound, lets every key expire, and stops a sweep at the last shard:
+    /// the keys it has dropped from the other shards must already be uncounted, so a new key in a
+    /// swept shard is admitted (issue 18 item 8), process-wide and per tenant.
+    fn sweep_frees_room_as_it_goes(max_keys: usize, bounds: KeyBounds, n: usize) {
+        let clock = ManualClock::new(1_000_000);
+        let store = MemoryStore::new(Arc::new(clock.clone()), max_keys);
+        let l = Limit::new(1, 0.05).unwrap();
+        let ids: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+        for id in &ids {
+            store
+                .check_and_consume_bounded_sync(RateKey::new("t", id, "a"), l, 1, bounds)
+                .unwrap();
+        }
+        let last = SHARDS - 1;
+        let fresh = (0..)
+            .map(|i| format!("new{i}"))
+            .find(|id| {
+                let h = store.hash(&RateKey::new("t", id, "a"));
+                !std::ptr::eq(store.shard(h), &store.inner.shards[last])
+            })
+            .unwrap();
+        let key = RateKey::new("t", &fresh, "a");
+        assert!(store
+            .check_and_consume_bounded_sync(key, l, 1, bounds)
+            .is_err());
+        clock.advance(50_000);
+        let held = store.inner.shards[last].table.lock();
+        let left = held.len();
+        std::thread::scope(|s| {
+            let sweeper = s.spawn(|| store.sweep());
+            // Wait (on a condition, not a time) until the sweep has emptied every other shard.
+            while store.inner.shards[..last]
+                .iter()
+                .any(|sh| sh.table.lock().len() > 0)
+            {
+                std::thread::yield_now();
+            }
+            assert_eq!(store.key_count(), left, "swept keys are uncounted at once");
+            assert_eq!(store.tenant_key_counts("t").0, left as u64);
+            assert!(
+                store
+                    .check_and_consume_bounded_sync(key, l, 1, bounds)
+                    .is_ok(),
+                "a new key is admitted into the room the sweep freed"
+            );
+            drop(held);
+            assert_eq!(sweeper.join().unwrap(), n);
+        });
+        assert_eq!(store.key_count(), 1);
+        assert_eq!(store.tenant_key_counts("t"), (1, u64::from(bounds.pooled)));
+    }
+
+    #[test]
+    fn sweep_frees_room_as_it_goes_process_wide() {
+        sweep_frees_room_as_it_goes(1000, KeyBounds::UNBOUNDED, 1000);
+    }
+
+    #[test]
+    fn sweep_frees_room_as_it_goes_per_tenant() {
+        let bounds = KeyBounds {
+            max_keys: 1000,
+            new_keys_per_second: u64::MAX,
+            pooled: true,
+        };
+        sweep_frees_room_as_it_goes(1_000_000, bounds, 1000);
+    }
+
+    #[test]
+    fn tenant_budget_pool_and_rate() {
+        let clock = ManualClock::new(1_000_000);
+        // --max-keys 100: no tenant may hold more than a quarter of it.
+        let store = MemoryStore::new(Arc::new(clock.clone()), 100);
+        let l = Limit::new(5, 600.0).unwrap();
+        let configured = KeyBounds {
+            max_keys: 1000,
+            new_keys_per_second: 1000,
+            pooled: false,
+        };
+        let k = |t: &'static str, c: usize| (t, format!("c{c}"));
+        let run = |t: &str, c: &str, b| {
+            store.check_and_consume_bounded_sync(RateKey::new(t, c, "a"), l, 1, b)
+        };
+        for i in 0..25 {
+            let (t, c) = k("big", i);
+            run(t, &c, configured).unwrap();
+        }
+        let refused = run("big", "c25", configured).unwrap_err();
+        assert_eq!(
+            refused,
+            StoreError::TenantKeyBudget(crate::store::KeyRefusal {
+                tenant: "big".into(),
+                bound: crate::store::KeyBound::TenantKeys { max: 25 },
+            })
+        );
+        assert!(refused.to_string().contains("budget of 25 keys"));
+        // Existing keys of the full tenant still decide.
+        assert_eq!(run("big", "c0", configured).unwrap().used, 2);
+        // Unconfigured tenants share one pool of the same size.
+        let pooled = KeyBounds {
+            max_keys: 10,
+            new_keys_per_second: 1000,
+            pooled: true,
+        };
+        for i in 0..10 {
+            run(&format!("anon{i}"), "x", pooled).unwrap();
+        }
+        assert!(matches!(
+            run("anon-new", "x", pooled),
+            Err(StoreError::TenantKeyBudget(crate::store::KeyRefusal {
+                bound: crate::store::KeyBound::PoolKeys { max: 10 },
+                ..
+            }))
+        ));
+        // A refused tenant gets no accounting entry.
+        assert_eq!(store.accounted_tenants(), 11);
+        // Rate: 3 per second, burst 3; an existing key is never refused for it.
+        let slow = KeyBounds {
+            max_keys: 1000,
+            new_keys_per_second: 3,
+            pooled: false,
+        };
+        for c in ["r0", "r1", "r2"] {
+            run("slow", c, slow).unwrap();
+        }
+        assert!(matches!(
+            run("slow", "r3", slow),
+            Err(StoreError::TenantKeyBudget(crate::store::KeyRefusal {
+                bound: crate::store::KeyBound::TenantRate { per_second: 3 },
+                ..
+            }))
+        ));
+        assert!(run("slow", "r0", slow).is_ok());
+        clock.advance(333_334);
+        run("slow", "r3", slow).unwrap();
+        assert!(run("slow", "r4", slow).is_err());
+        assert_eq!(store.key_count(), 25 + 10 + 4);
+        // After the windows pass the sweep empties every count and forgets idle tenants.
+        clock.advance(601_000_000);
+        assert_eq!(store.sweep(), 39);
+        assert_eq!(store.key_count(), 0);
+        assert_eq!(store.tenant_key_counts("big"), (0, 0));
+        assert_eq!(store.accounted_tenants(), 0);
     }
 
     #[test]

@@ -44,7 +44,7 @@ impl<T> Default for Table<T> {
 
 impl<T> Table<T> {
     #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.len
     }
 
