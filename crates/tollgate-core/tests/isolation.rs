@@ -465,7 +465,8 @@ async fn redis_creation_rate_with_explicit_time() {
         pooled: false,
     };
     let l = lim(10, 60.0);
-    let t0 = 1_700_000_000_000_000;
+    // Explicit times set the key's expiry absolutely (PEXPIREAT): stay after the real clock.
+    let t0 = 4_000_000_000_000_000;
     let at = |c: &'static str, t| {
         let st = s.store.clone();
         async move {
