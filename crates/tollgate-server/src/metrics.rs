@@ -20,10 +20,14 @@ use tollgate_core::store::{Store, StoreError};
 use tollgate_core::window::Verdict;
 use tollgate_core::{Decision, LimitError, Limiter, Outcome};
 
-/// Tenants that get their own label value; decisions of later tenants count under `other`.
+/// Tenants that get their own label value; decisions of later tenants count in the overflow series.
 pub const MAX_TENANT_LABELS: usize = 100;
-/// The label value shared by tenants past [`MAX_TENANT_LABELS`].
-pub const OTHER_TENANT: &str = "other";
+/// The label that marks the series shared by tenants past [`MAX_TENANT_LABELS`], as
+/// `tenant_overflow="true"`. Those series carry no `tenant` label at all: every value a `tenant`
+/// label could take is a valid tenant id (1–256 bytes without control characters), and an empty
+/// value is the same as an absent label to Prometheus, so only a different label name cannot
+/// collide with a real tenant (a tenant named `other` gets its own series like any other).
+pub const OVERFLOW_LABEL: &str = "tenant_overflow";
 
 static META: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
@@ -244,7 +248,7 @@ impl Metrics {
         let store_duration = "tollgate_store_duration_seconds";
         let reloads = "tollgate_config_reloads_total";
         Self {
-            other: tenant_handles(&recorder, OTHER_TENANT),
+            other: tenant_handles(&recorder, (OVERFLOW_LABEL, "true")),
             tenants: RwLock::new(HashMap::new()),
             decision_duration: h("tollgate_decision_duration_seconds", &[]),
             queue_wait: h("tollgate_queue_wait_seconds", &[]),
@@ -283,8 +287,11 @@ impl Metrics {
             }
         }
         let mut map = self.tenants.write();
-        if !map.contains_key(tenant) && map.len() < MAX_TENANT_LABELS && tenant != OTHER_TENANT {
-            map.insert(tenant.into(), tenant_handles(&self.recorder, tenant));
+        if !map.contains_key(tenant) && map.len() < MAX_TENANT_LABELS {
+            map.insert(
+                tenant.into(),
+                tenant_handles(&self.recorder, ("tenant", tenant)),
+            );
         }
         f(map.get(tenant).unwrap_or(&self.other))
     }
@@ -396,14 +403,10 @@ impl Metrics {
     }
 }
 
-fn tenant_handles(recorder: &PrometheusRecorder, tenant: &str) -> TenantHandles {
+/// Handles of one tenant's series; `label` is `("tenant", id)`, or the overflow label.
+fn tenant_handles(recorder: &PrometheusRecorder, label: (&'static str, &str)) -> TenantHandles {
     let name = "tollgate_decisions_total";
-    let c = |outcome| {
-        recorder.register_counter(
-            &key(name, &[("tenant", tenant), ("outcome", outcome)]),
-            &META,
-        )
-    };
+    let c = |outcome| recorder.register_counter(&key(name, &[label, ("outcome", outcome)]), &META);
     TenantHandles {
         allowed: c("allowed"),
         denied: c("denied"),
@@ -411,7 +414,7 @@ fn tenant_handles(recorder: &PrometheusRecorder, tenant: &str) -> TenantHandles 
         fail_open: c("fail_open"),
         error: c("error"),
         queued: recorder.register_gauge(
-            &key("tollgate_load_queued_per_tenant", &[("tenant", tenant)]),
+            &key("tollgate_load_queued_per_tenant", &[label]),
             &META,
         ),
     }
