@@ -122,4 +122,12 @@ pub struct HttpArgs {
     /// Most client connections served at once; further ones wait in the listen backlog.
     #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
+    /// Seconds a client has to send a whole request body once its headers are in; past it the
+    /// request is answered 408 body_timeout and the connection closed.
+    #[arg(long, env = "TOLLGATE_BODY_TIMEOUT", default_value_t = 5.0)]
+    pub body_timeout: f64,
+    /// Slowest body transfer accepted, in bytes per second, after a one-second grace; slower
+    /// bodies are cut like late ones. 0 turns the rate check off.
+    #[arg(long, env = "TOLLGATE_BODY_MIN_RATE", default_value_t = 1024)]
+    pub body_min_rate: u64,
 }

@@ -28,6 +28,8 @@ pub enum ApiError {
     HeadersTooLarge,
     /// The request did not complete within the per-request timeout.
     RequestTimeout,
+    /// The request body did not arrive within `--body-timeout` or at `--body-min-rate`.
+    BodyTimeout,
     Internal(String),
 }
 
@@ -39,7 +41,7 @@ pub struct ErrorBody<'a> {
     /// Machine-readable code: invalid_json, invalid_argument, no_limit, not_found,
     /// method_not_allowed, unauthorized, payload_too_large, uri_too_long, headers_too_large,
     /// tenant_queue_full, queue_timeout, shutting_down, store_unavailable, key_budget_exhausted,
-    /// request_timeout, internal.
+    /// request_timeout, body_timeout, internal.
     error: &'a str,
     /// What is wrong and how to fix it.
     message: &'a str,
@@ -70,6 +72,7 @@ impl ApiError {
             ApiError::UriTooLong => "uri_too_long",
             ApiError::HeadersTooLarge => "headers_too_large",
             ApiError::RequestTimeout => "request_timeout",
+            ApiError::BodyTimeout => "body_timeout",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -89,6 +92,7 @@ impl ApiError {
             ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
             ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::RequestTimeout => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -118,6 +122,9 @@ impl ApiError {
             ),
             ApiError::RequestTimeout => {
                 "the request did not complete within the per-request timeout (--request-timeout); retry after the Retry-After delay".into()
+            }
+            ApiError::BodyTimeout => {
+                "the request body did not arrive within --body-timeout or fell below --body-min-rate; the connection is closed".into()
             }
             ApiError::Shed(Shed::QueueFull) => {
                 "the service is saturated and this tenant's queue is full; retry after the Retry-After delay".into()

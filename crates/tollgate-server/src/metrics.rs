@@ -413,10 +413,7 @@ fn tenant_handles(recorder: &PrometheusRecorder, label: (&'static str, &str)) ->
         shed: c("shed"),
         fail_open: c("fail_open"),
         error: c("error"),
-        queued: recorder.register_gauge(
-            &key("tollgate_load_queued_per_tenant", &[label]),
-            &META,
-        ),
+        queued: recorder.register_gauge(&key("tollgate_load_queued_per_tenant", &[label]), &META),
     }
 }
 

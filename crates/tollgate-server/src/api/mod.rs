@@ -62,6 +62,10 @@ pub fn router_with(state: AppState, limits: &HttpLimits) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(
+            limits.body,
+            crate::hardening::read_body,
+        ))
+        .layer(middleware::from_fn_with_state(
             limits.request_timeout,
             crate::hardening::limit_request,
         ))
