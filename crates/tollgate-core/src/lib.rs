@@ -22,4 +22,6 @@ pub mod store;
 pub mod window;
 
 pub use limit::{Limit, LimitSource, RateKey};
-pub use limiter::{Decision, DecisionRequest, LimitError, Limiter, Outcome, StoreErrorPolicy};
+pub use limiter::{
+    Decision, DecisionRequest, LimitError, Limiter, Outcome, StoreErrorPolicy, UnknownTenantPolicy,
+};

@@ -42,6 +42,18 @@ pub enum OnStoreError {
     Deny,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UnknownTenants {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DecisionAuth {
+    None,
+    TenantKeys,
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// Address to listen on.
@@ -79,6 +91,24 @@ pub struct RunArgs {
         default_value = "allow"
     )]
     pub on_store_error: OnStoreError,
+    /// Decisions and status calls for tenants without configuration: allow, or deny with 403
+    /// unknown_tenant before any state is created.
+    #[arg(
+        long,
+        env = "TOLLGATE_UNKNOWN_TENANTS",
+        value_enum,
+        default_value = "allow"
+    )]
+    pub unknown_tenants: UnknownTenants,
+    /// Who may call the decision API: anyone (none), or only holders of a key of the tenant
+    /// (tenant-keys; `Authorization: Bearer <key>`, or the admin token for every tenant).
+    #[arg(
+        long,
+        env = "TOLLGATE_DECISION_AUTH",
+        value_enum,
+        default_value = "none"
+    )]
+    pub decision_auth: DecisionAuth,
     /// Most keys the memory store tracks; new keys past it get 503 key_budget_exhausted.
     #[arg(long, env = "TOLLGATE_MAX_KEYS", default_value_t = tollgate_core::store::memory::DEFAULT_MAX_KEYS)]
     pub max_keys: usize,

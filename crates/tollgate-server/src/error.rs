@@ -17,6 +17,10 @@ pub enum ApiError {
     NotFound(String),
     MethodNotAllowed,
     Unauthorized(String),
+    /// A valid credential for a different tenant than the one the call is for.
+    Forbidden(String),
+    /// The tenant has no configuration and `--unknown-tenants deny` is in effect.
+    UnknownTenant(String),
     PayloadTooLarge,
     /// Shed by the load manager before a decision.
     Shed(Shed),
@@ -39,7 +43,7 @@ pub enum ApiError {
 #[schema(as = Error)]
 pub struct ErrorBody<'a> {
     /// Machine-readable code: invalid_json, invalid_argument, no_limit, not_found,
-    /// method_not_allowed, unauthorized, payload_too_large, uri_too_long, headers_too_large,
+    /// method_not_allowed, unauthorized, forbidden, unknown_tenant, payload_too_large, uri_too_long, headers_too_large,
     /// tenant_queue_full, queue_timeout, shutting_down, store_unavailable, key_budget_exhausted,
     /// request_timeout, body_timeout, internal.
     error: &'a str,
@@ -63,6 +67,8 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::UnknownTenant(_) => "unknown_tenant",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::Shed(Shed::QueueFull) => "tenant_queue_full",
             ApiError::Shed(Shed::Timeout) => "queue_timeout",
@@ -85,6 +91,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) | ApiError::UnknownTenant(_) => StatusCode::FORBIDDEN,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Shed(_) | ApiError::StoreUnavailable(_) | ApiError::KeyBudgetExhausted(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -104,6 +111,8 @@ impl ApiError {
             | ApiError::NoLimit(m)
             | ApiError::NotFound(m)
             | ApiError::Unauthorized(m)
+            | ApiError::Forbidden(m)
+            | ApiError::UnknownTenant(m)
             | ApiError::StoreUnavailable(m)
             | ApiError::KeyBudgetExhausted(m) => m.clone(),
             ApiError::MethodNotAllowed => {
@@ -189,6 +198,7 @@ impl From<LimitError> for ApiError {
             LimitError::NoLimit => ApiError::NoLimit(e.to_string()),
             LimitError::Shed(s) => ApiError::Shed(s),
             LimitError::Store(s) => s.into(),
+            LimitError::UnknownTenant => ApiError::UnknownTenant(e.to_string()),
         }
     }
 }

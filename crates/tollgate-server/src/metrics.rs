@@ -175,7 +175,8 @@ impl DecisionOutcome {
             }),
             Err(LimitError::Shed(_)) => Some(DecisionOutcome::Shed),
             Err(LimitError::Store(_)) => Some(DecisionOutcome::Error),
-            Err(LimitError::Invalid(_) | LimitError::NoLimit) => None,
+            // Refused before a decision; unknown tenants must not claim metric labels either.
+            Err(LimitError::Invalid(_) | LimitError::NoLimit | LimitError::UnknownTenant) => None,
         }
     }
 }
