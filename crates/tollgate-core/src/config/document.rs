@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::credentials::ApiKeyRecord;
+
 /// A limit as the API and files spell it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,6 +64,9 @@ pub struct TenantDocument {
     /// Client-specific limits: client id → action → limit. These win over `actions`.
     #[serde(default)]
     pub clients: BTreeMap<String, BTreeMap<String, LimitSpec>>,
+    /// The tenant's API keys (hashed), key id → key; used with `--decision-auth tenant-keys`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub api_keys: BTreeMap<String, ApiKeyRecord>,
 }
 
 impl Default for TenantDocument {
@@ -70,6 +75,7 @@ impl Default for TenantDocument {
             weight: 1,
             actions: BTreeMap::new(),
             clients: BTreeMap::new(),
+            api_keys: BTreeMap::new(),
         }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::document::{
     weight_problem, ConfigDocument, ConfigProblem, GlobalSettings, LimitSpec, TenantDocument,
 };
+use crate::credentials::{self, ApiKeyRecord};
 use crate::limit::{validate_id, Limit, LimitSource};
 
 type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
@@ -18,12 +19,17 @@ pub struct TenantLimits {
     pub actions: Map<Limit>,
     /// client id → action → limit.
     pub clients: Map<Map<Limit>>,
+    /// key id → the tenant's API key (hashed).
+    pub api_keys: Map<ApiKeyRecord>,
 }
 
 impl TenantLimits {
     /// True when the tenant carries nothing beyond defaults and can be forgotten.
     pub fn is_default(&self) -> bool {
-        self.weight == 1 && self.actions.is_empty() && self.clients.is_empty()
+        self.weight == 1
+            && self.actions.is_empty()
+            && self.clients.is_empty()
+            && self.api_keys.is_empty()
     }
 }
 
@@ -34,6 +40,8 @@ pub struct Snapshot {
     pub global: GlobalSettings,
     /// Tenants are behind `Arc` so a change to one tenant copies pointers, not every tenant's maps.
     pub tenants: Map<Arc<TenantLimits>>,
+    /// key id → the tenant holding that key, so a presented key is found without a scan.
+    pub key_owners: Map<String>,
 }
 
 impl Snapshot {
@@ -79,6 +87,7 @@ impl Snapshot {
     pub fn from_document(doc: &ConfigDocument) -> Result<Self, Vec<ConfigProblem>> {
         let mut problems = doc.global.problems("global.");
         let mut tenants = Map::default();
+        let mut key_owners = Map::default();
         for (tid, tdoc) in &doc.tenants {
             let base = format!("tenants.{tid}");
             if let Err(e) = validate_id("tenant_id", tid) {
@@ -122,6 +131,19 @@ impl Snapshot {
                     t.clients.insert(cid.clone(), m);
                 }
             }
+            for (kid, record) in &tdoc.api_keys {
+                let path = format!("{base}.api_keys.{kid}");
+                if let Some(m) = credentials::record_problem(kid, record) {
+                    problems.push(ConfigProblem { path, message: m });
+                } else if key_owners.insert(kid.clone(), tid.clone()).is_some() {
+                    problems.push(ConfigProblem {
+                        path,
+                        message: "key id is held by more than one tenant".into(),
+                    });
+                } else {
+                    t.api_keys.insert(kid.clone(), record.clone());
+                }
+            }
             if !t.is_default() {
                 tenants.insert(tid.clone(), Arc::new(t));
             }
@@ -131,6 +153,7 @@ impl Snapshot {
                 version: doc.version,
                 global: doc.global,
                 tenants,
+                key_owners,
             })
         } else {
             Err(problems)
@@ -185,6 +208,11 @@ fn tenant_document(t: &TenantLimits, spec: impl Fn(&Limit) -> LimitSpec) -> Tena
                     m.iter().map(|(a, l)| (a.clone(), spec(l))).collect(),
                 )
             })
+            .collect(),
+        api_keys: t
+            .api_keys
+            .iter()
+            .map(|(k, r)| (k.clone(), r.clone()))
             .collect(),
     }
 }
