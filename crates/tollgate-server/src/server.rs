@@ -125,7 +125,12 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
             args.redis_url.clone(),
         )));
     }
-    let state = AppState::with_metrics(limiter, args.admin_token.clone(), metrics);
+    let state = AppState::with_decision_auth(
+        limiter,
+        args.admin_token.clone(),
+        metrics,
+        args.decision_auth,
+    );
     background.push(Box::new(crate::reload::reload_on_sighup(
         state.clone(),
         args.config.clone(),
