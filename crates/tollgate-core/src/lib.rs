@@ -7,6 +7,7 @@
 //!   Redis store (one Lua script per decision) with its circuit breaker.
 //! - [`redis_conn`] — one connection type over a Redis node or a Redis Cluster.
 //! - [`config`] — the ConfigurationManager: limit hierarchy, weights, global settings, persistence.
+//! - [`credentials`] — tenant API keys: issuing, stored form, verification.
 //! - [`load`] — the TenantLoadManager: bounded concurrency with fair per-tenant queues.
 //! - [`limiter`] — the orchestrator tying them together.
 // One `unsafe` block in the crate, a prefetch hint (`store/memory/prefetch.rs`), allowed where it is.
@@ -14,6 +15,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod credentials;
 pub mod limit;
 pub mod limiter;
 pub mod load;
@@ -22,4 +24,6 @@ pub mod store;
 pub mod window;
 
 pub use limit::{Limit, LimitSource, RateKey};
-pub use limiter::{Decision, DecisionRequest, LimitError, Limiter, Outcome, StoreErrorPolicy};
+pub use limiter::{
+    Decision, DecisionRequest, LimitError, Limiter, Outcome, StoreErrorPolicy, UnknownTenantPolicy,
+};

@@ -20,6 +20,17 @@ pub enum StoreErrorPolicy {
     Deny,
 }
 
+/// What to do with a decision or status call for a tenant that has no configuration entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownTenantPolicy {
+    /// Decide it like any other (with the request's own limit).
+    #[default]
+    Allow,
+    /// Refuse it with [`LimitError::UnknownTenant`] before any state is read or created, so
+    /// invented tenant ids cost the store nothing.
+    Deny,
+}
+
 /// One decision request, borrowed from the caller's parsed input.
 #[derive(Debug, Clone, Copy)]
 pub struct DecisionRequest<'a> {
@@ -59,6 +70,8 @@ pub enum LimitError {
     Shed(#[from] Shed),
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error("this tenant has no configuration and the service refuses unconfigured tenants; ask the operator to configure it")]
+    UnknownTenant,
 }
 
 /// The orchestrator; cheap to share behind an `Arc`.
@@ -67,6 +80,7 @@ pub struct Limiter {
     store: Arc<dyn Store>,
     load: LoadManager,
     policy: StoreErrorPolicy,
+    unknown_tenants: UnknownTenantPolicy,
 }
 
 impl Limiter {
@@ -86,7 +100,26 @@ impl Limiter {
             store,
             load,
             policy,
+            unknown_tenants: UnknownTenantPolicy::Allow,
         }
+    }
+
+    /// Sets what happens to calls for tenants without configuration (default: allowed).
+    pub fn with_unknown_tenants(mut self, policy: UnknownTenantPolicy) -> Self {
+        self.unknown_tenants = policy;
+        self
+    }
+
+    /// Under [`UnknownTenantPolicy::Deny`], refuses a tenant with no configuration entry. No I/O,
+    /// and nothing at all under the default policy.
+    fn check_known_tenant(&self, key: RateKey<'_>) -> Result<(), LimitError> {
+        if self.unknown_tenants == UnknownTenantPolicy::Deny {
+            key.validate()?;
+            if !self.config.snapshot().tenants.contains_key(key.tenant) {
+                return Err(LimitError::UnknownTenant);
+            }
+        }
+        Ok(())
     }
 
     pub fn config(&self) -> &ConfigManager {
@@ -155,6 +188,7 @@ impl Limiter {
         &self,
         req: DecisionRequest<'_>,
     ) -> Result<Decision, LimitError> {
+        self.check_known_tenant(req.key)?;
         let (limit, source, weight, bounds) = self.resolve(req.key, req.requested)?;
         validate_cost(req.cost, &limit)?;
         let permit = self.load.acquire(req.key.tenant, weight).await?;
@@ -187,6 +221,7 @@ impl Limiter {
         key: RateKey<'_>,
         requested: Option<Limit>,
     ) -> Result<(Verdict, Limit, LimitSource), LimitError> {
+        self.check_known_tenant(key)?;
         let (limit, source, _, _) = self.resolve(key, requested)?;
         let v = self.store.status(key, limit).await?;
         Ok((v, limit, source))

@@ -5,8 +5,6 @@
 //! and path are taken from the request: headers (and so the admin token) and query strings are
 //! never logged.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::Request;
@@ -27,18 +25,12 @@ pub fn is_sane_request_id(v: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// A process-unique id: a random per-process prefix and a counter (no syscall per request).
+/// A random 128-bit id in hex. Random rather than counted, so ids reveal nothing about how many
+/// requests the service handles. `rand`'s thread-local generator is a CSPRNG seeded from the OS,
+/// so this costs no syscall per request.
 fn generate_request_id() -> HeaderValue {
-    static PREFIX: OnceLock<u64> = OnceLock::new();
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    let prefix = *PREFIX.get_or_init(|| {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u32(std::process::id());
-        h.finish()
-    });
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    HeaderValue::try_from(format!("{prefix:016x}-{n:x}"))
+    let n: u128 = rand::random();
+    HeaderValue::try_from(format!("{n:032x}"))
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 

@@ -42,6 +42,18 @@ pub enum OnStoreError {
     Deny,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UnknownTenants {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DecisionAuth {
+    None,
+    TenantKeys,
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// Address to listen on.
@@ -79,6 +91,24 @@ pub struct RunArgs {
         default_value = "allow"
     )]
     pub on_store_error: OnStoreError,
+    /// Decisions and status calls for tenants without configuration: allow, or deny with 403
+    /// unknown_tenant before any state is created.
+    #[arg(
+        long,
+        env = "TOLLGATE_UNKNOWN_TENANTS",
+        value_enum,
+        default_value = "allow"
+    )]
+    pub unknown_tenants: UnknownTenants,
+    /// Who may call the decision API: anyone (none), or only holders of a key of the tenant
+    /// (tenant-keys; `Authorization: Bearer <key>`, or the admin token for every tenant).
+    #[arg(
+        long,
+        env = "TOLLGATE_DECISION_AUTH",
+        value_enum,
+        default_value = "none"
+    )]
+    pub decision_auth: DecisionAuth,
     /// Most keys the memory store tracks; new keys past it get 503 key_budget_exhausted.
     #[arg(long, env = "TOLLGATE_MAX_KEYS", default_value_t = tollgate_core::store::memory::DEFAULT_MAX_KEYS)]
     pub max_keys: usize,
@@ -122,4 +152,12 @@ pub struct HttpArgs {
     /// Most client connections served at once; further ones wait in the listen backlog.
     #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
+    /// Seconds a client has to send a whole request body once its headers are in; past it the
+    /// request is answered 408 body_timeout and the connection closed.
+    #[arg(long, env = "TOLLGATE_BODY_TIMEOUT", default_value_t = 5.0)]
+    pub body_timeout: f64,
+    /// Slowest body transfer accepted, in bytes per second, after a one-second grace; slower
+    /// bodies are cut like late ones. 0 turns the rate check off.
+    #[arg(long, env = "TOLLGATE_BODY_MIN_RATE", default_value_t = 1024)]
+    pub body_min_rate: u64,
 }

@@ -17,6 +17,10 @@ pub enum ApiError {
     NotFound(String),
     MethodNotAllowed,
     Unauthorized(String),
+    /// A valid credential for a different tenant than the one the call is for.
+    Forbidden(String),
+    /// The tenant has no configuration and `--unknown-tenants deny` is in effect.
+    UnknownTenant(String),
     PayloadTooLarge,
     /// Shed by the load manager before a decision.
     Shed(Shed),
@@ -28,6 +32,8 @@ pub enum ApiError {
     HeadersTooLarge,
     /// The request did not complete within the per-request timeout.
     RequestTimeout,
+    /// The request body did not arrive within `--body-timeout` or at `--body-min-rate`.
+    BodyTimeout,
     Internal(String),
 }
 
@@ -37,9 +43,9 @@ pub enum ApiError {
 #[schema(as = Error)]
 pub struct ErrorBody<'a> {
     /// Machine-readable code: invalid_json, invalid_argument, no_limit, not_found,
-    /// method_not_allowed, unauthorized, payload_too_large, uri_too_long, headers_too_large,
+    /// method_not_allowed, unauthorized, forbidden, unknown_tenant, payload_too_large, uri_too_long, headers_too_large,
     /// tenant_queue_full, queue_timeout, shutting_down, store_unavailable, key_budget_exhausted,
-    /// request_timeout, internal.
+    /// request_timeout, body_timeout, internal.
     error: &'a str,
     /// What is wrong and how to fix it.
     message: &'a str,
@@ -61,6 +67,8 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::UnknownTenant(_) => "unknown_tenant",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::Shed(Shed::QueueFull) => "tenant_queue_full",
             ApiError::Shed(Shed::Timeout) => "queue_timeout",
@@ -70,6 +78,7 @@ impl ApiError {
             ApiError::UriTooLong => "uri_too_long",
             ApiError::HeadersTooLarge => "headers_too_large",
             ApiError::RequestTimeout => "request_timeout",
+            ApiError::BodyTimeout => "body_timeout",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -82,6 +91,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) | ApiError::UnknownTenant(_) => StatusCode::FORBIDDEN,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Shed(_) | ApiError::StoreUnavailable(_) | ApiError::KeyBudgetExhausted(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -89,6 +99,7 @@ impl ApiError {
             ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
             ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::RequestTimeout => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -100,6 +111,8 @@ impl ApiError {
             | ApiError::NoLimit(m)
             | ApiError::NotFound(m)
             | ApiError::Unauthorized(m)
+            | ApiError::Forbidden(m)
+            | ApiError::UnknownTenant(m)
             | ApiError::StoreUnavailable(m)
             | ApiError::KeyBudgetExhausted(m) => m.clone(),
             ApiError::MethodNotAllowed => {
@@ -118,6 +131,9 @@ impl ApiError {
             ),
             ApiError::RequestTimeout => {
                 "the request did not complete within the per-request timeout (--request-timeout); retry after the Retry-After delay".into()
+            }
+            ApiError::BodyTimeout => {
+                "the request body did not arrive within --body-timeout or fell below --body-min-rate; the connection is closed".into()
             }
             ApiError::Shed(Shed::QueueFull) => {
                 "the service is saturated and this tenant's queue is full; retry after the Retry-After delay".into()
@@ -182,6 +198,7 @@ impl From<LimitError> for ApiError {
             LimitError::NoLimit => ApiError::NoLimit(e.to_string()),
             LimitError::Shed(s) => ApiError::Shed(s),
             LimitError::Store(s) => s.into(),
+            LimitError::UnknownTenant => ApiError::UnknownTenant(e.to_string()),
         }
     }
 }

@@ -1,15 +1,20 @@
 //! Limits that keep slow, oversized or stuck requests from holding the service: a per-request
-//! timeout, a URI size limit, and (in [`crate::listen`]) header size, header read timeout and a
-//! connection cap.
+//! timeout, a URI size limit, a body deadline and minimum body rate, and (in [`crate::listen`])
+//! header size, header read timeout and a connection cap.
 
 use std::time::Duration;
 
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use tokio::time::Instant;
 
 use crate::cli::HttpArgs;
 use crate::error::ApiError;
+use crate::extract::MAX_BODY_BYTES;
 
 /// Longest request URI accepted (path and query). Three 256-byte ids, fully percent-encoded, fit.
 pub const MAX_URI_BYTES: usize = 4096;
@@ -32,6 +37,31 @@ pub struct HttpLimits {
     pub header_read_timeout: Duration,
     /// Connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
+    /// How a request body must arrive.
+    pub body: BodyLimits,
+}
+
+/// How fast a request body must arrive once its head is in. Without these a client can announce a
+/// body and trickle it, holding a connection slot until the (much longer) request timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    /// The whole body must arrive within this.
+    pub timeout: Duration,
+    /// After [`BODY_RATE_GRACE`], at least this many bytes per second on average; 0 = no check.
+    pub min_rate: u64,
+}
+
+/// Time a body gets before the minimum rate applies, so a connection's slow start or one lost
+/// packet does not cut a small body.
+pub const BODY_RATE_GRACE: Duration = Duration::from_secs(1);
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(5),
+            min_rate: 1024,
+        }
+    }
 }
 
 impl Default for HttpLimits {
@@ -40,6 +70,7 @@ impl Default for HttpLimits {
             request_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             max_connections: 10_000,
+            body: BodyLimits::default(),
         }
     }
 }
@@ -63,6 +94,10 @@ impl HttpLimits {
             request_timeout: seconds("request-timeout", args.request_timeout)?,
             header_read_timeout: seconds("header-read-timeout", args.header_read_timeout)?,
             max_connections: args.max_connections,
+            body: BodyLimits {
+                timeout: seconds("body-timeout", args.body_timeout)?,
+                min_rate: args.body_min_rate,
+            },
         })
     }
 }
@@ -98,4 +133,81 @@ pub async fn limit_request(State(timeout): State<Duration>, req: Request, next: 
         Ok(resp) => resp,
         Err(_) => ApiError::RequestTimeout.into_response(),
     }
+}
+
+/// Reads the whole request body before the handler runs, within [`BodyLimits`]: a body that is
+/// late or too slow is answered 408 `body_timeout` and its connection closed (the rest of the body
+/// is never read, so the connection cannot be reused), freeing the connection slot. Bodies are
+/// capped at [`MAX_BODY_BYTES`], so buffering them here costs no more than the handlers' own
+/// extraction did.
+pub async fn read_body(State(limits): State<BodyLimits>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    if body.is_end_stream() {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    let mut resp = match collect_body(body, limits).await {
+        Ok(Collected::Whole(bytes)) => {
+            return next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        // Handed on rather than answered here, so that the route's own checks (the admin token
+        // first) run as they would for any other body, and the body extractor answers 413.
+        Ok(Collected::OverLimit(prefix)) => {
+            next.run(Request::from_parts(parts, Body::from(prefix)))
+                .await
+        }
+        Err(e) => e.into_response(),
+    };
+    // The rest of the body is unread, so the connection cannot carry another request.
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// What [`collect_body`] read.
+enum Collected {
+    /// The whole body.
+    Whole(Bytes),
+    /// The first bytes of a body over [`MAX_BODY_BYTES`], one more than the limit; the rest was
+    /// not read.
+    OverLimit(Bytes),
+}
+
+async fn collect_body(mut body: Body, limits: BodyLimits) -> Result<Collected, ApiError> {
+    let started = Instant::now();
+    let hard_deadline = started + limits.timeout;
+    let mut buf = Vec::new();
+    loop {
+        // The rate check: by `grace + received / min_rate` seconds the next bytes must be in.
+        let deadline = match limits.min_rate {
+            0 => hard_deadline,
+            rate => {
+                let allowed = BODY_RATE_GRACE
+                    .saturating_add(Duration::from_secs_f64(buf.len() as f64 / rate as f64));
+                hard_deadline.min(started + allowed)
+            }
+        };
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(ApiError::BodyTimeout),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::InvalidJson(format!(
+                    "could not read the request body: {e}"
+                )))
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > MAX_BODY_BYTES {
+                buf.extend_from_slice(&data[..MAX_BODY_BYTES + 1 - buf.len()]);
+                return Ok(Collected::OverLimit(Bytes::from(buf)));
+            }
+            buf.extend_from_slice(&data);
+        }
+        if body.is_end_stream() {
+            break;
+        }
+    }
+    Ok(Collected::Whole(Bytes::from(buf)))
 }

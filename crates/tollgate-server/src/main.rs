@@ -57,6 +57,9 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Shortest admin token accepted on a listener reachable from the network.
+const MIN_PUBLIC_ADMIN_TOKEN_LEN: usize = 16;
+
 async fn serve(args: RunArgs) -> anyhow::Result<()> {
     if args.admin_token.is_none() && !args.listen.ip().is_loopback() && !args.insecure_admin {
         anyhow::bail!(
@@ -69,6 +72,15 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
             anyhow::bail!(
                 "--admin-token must be non-empty printable ASCII without spaces (it is sent as 'Authorization: Bearer <token>')"
+            );
+        }
+        // Loopback-only listeners keep accepting short tokens (local tooling, tests); anything
+        // reachable from the network needs one that cannot be guessed in a few requests.
+        if !args.listen.ip().is_loopback() && token.len() < MIN_PUBLIC_ADMIN_TOKEN_LEN {
+            anyhow::bail!(
+                "--admin-token must be at least {MIN_PUBLIC_ADMIN_TOKEN_LEN} characters when listening on non-loopback address {} (got {}); generate one with e.g. `openssl rand -hex 32`",
+                args.listen,
+                token.len()
             );
         }
     }

@@ -20,10 +20,14 @@ use tollgate_core::store::{KeyBounds, Store, StoreError};
 use tollgate_core::window::Verdict;
 use tollgate_core::{Decision, LimitError, Limiter, Outcome};
 
-/// Tenants that get their own label value; decisions of later tenants count under `other`.
+/// Tenants that get their own label value; decisions of later tenants count in the overflow series.
 pub const MAX_TENANT_LABELS: usize = 100;
-/// The label value shared by tenants past [`MAX_TENANT_LABELS`].
-pub const OTHER_TENANT: &str = "other";
+/// The label that marks the series shared by tenants past [`MAX_TENANT_LABELS`], as
+/// `tenant_overflow="true"`. Those series carry no `tenant` label at all: every value a `tenant`
+/// label could take is a valid tenant id (1–256 bytes without control characters), and an empty
+/// value is the same as an absent label to Prometheus, so only a different label name cannot
+/// collide with a real tenant (a tenant named `other` gets its own series like any other).
+pub const OVERFLOW_LABEL: &str = "tenant_overflow";
 
 static META: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
@@ -203,7 +207,8 @@ impl DecisionOutcome {
             }),
             Err(LimitError::Shed(_)) => Some(DecisionOutcome::Shed),
             Err(LimitError::Store(_)) => Some(DecisionOutcome::Error),
-            Err(LimitError::Invalid(_) | LimitError::NoLimit) => None,
+            // Refused before a decision; unknown tenants must not claim metric labels either.
+            Err(LimitError::Invalid(_) | LimitError::NoLimit | LimitError::UnknownTenant) => None,
         }
     }
 }
@@ -277,7 +282,7 @@ impl Metrics {
         let store_duration = "tollgate_store_duration_seconds";
         let reloads = "tollgate_config_reloads_total";
         Self {
-            other: tenant_handles(&recorder, OTHER_TENANT),
+            other: tenant_handles(&recorder, (OVERFLOW_LABEL, "true")),
             tenants: RwLock::new(HashMap::new()),
             decision_duration: h("tollgate_decision_duration_seconds", &[]),
             queue_wait: h("tollgate_queue_wait_seconds", &[]),
@@ -317,8 +322,11 @@ impl Metrics {
             }
         }
         let mut map = self.tenants.write();
-        if !map.contains_key(tenant) && map.len() < MAX_TENANT_LABELS && tenant != OTHER_TENANT {
-            map.insert(tenant.into(), tenant_handles(&self.recorder, tenant));
+        if !map.contains_key(tenant) && map.len() < MAX_TENANT_LABELS {
+            map.insert(
+                tenant.into(),
+                tenant_handles(&self.recorder, ("tenant", tenant)),
+            );
         }
         f(map.get(tenant).unwrap_or(&self.other))
     }
@@ -449,33 +457,24 @@ impl Metrics {
     }
 }
 
-fn tenant_handles(recorder: &PrometheusRecorder, tenant: &str) -> TenantHandles {
+/// Handles of one tenant's series; `label` is `("tenant", id)`, or the overflow label.
+fn tenant_handles(recorder: &PrometheusRecorder, label: (&'static str, &str)) -> TenantHandles {
     let name = "tollgate_decisions_total";
-    let c = |outcome| {
-        recorder.register_counter(
-            &key(name, &[("tenant", tenant), ("outcome", outcome)]),
-            &META,
-        )
-    };
+    let c = |outcome| recorder.register_counter(&key(name, &[label, ("outcome", outcome)]), &META);
     TenantHandles {
         allowed: c("allowed"),
         denied: c("denied"),
         shed: c("shed"),
         fail_open: c("fail_open"),
         error: c("error"),
-        queued: recorder.register_gauge(
-            &key("tollgate_load_queued_per_tenant", &[("tenant", tenant)]),
-            &META,
-        ),
-        tracked_keys: recorder.register_gauge(
-            &key("tollgate_tracked_keys_per_tenant", &[("tenant", tenant)]),
-            &META,
-        ),
+        queued: recorder.register_gauge(&key("tollgate_load_queued_per_tenant", &[label]), &META),
+        tracked_keys: recorder
+            .register_gauge(&key("tollgate_tracked_keys_per_tenant", &[label]), &META),
         budget_rejections: BUDGET_BOUNDS.map(|bound| {
             recorder.register_counter(
                 &key(
                     "tollgate_key_budget_rejections_total",
-                    &[("tenant", tenant), ("bound", bound)],
+                    &[label, ("bound", bound)],
                 ),
                 &META,
             )

@@ -13,10 +13,10 @@ use tollgate_core::config::{
 };
 use tollgate_core::redis_conn::RedisOptions;
 use tollgate_core::store::{MemoryStore, RedisStore, RedisStoreOptions, Store};
-use tollgate_core::{Limiter, StoreErrorPolicy};
+use tollgate_core::{Limiter, StoreErrorPolicy, UnknownTenantPolicy};
 
 use crate::api::router_with;
-use crate::cli::{OnStoreError, RunArgs, StoreKind};
+use crate::cli::{OnStoreError, RunArgs, StoreKind, UnknownTenants};
 use crate::hardening::HttpLimits;
 use crate::metrics::{InstrumentedStore, Metrics};
 use crate::state::AppState;
@@ -111,7 +111,13 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
     let metrics = Arc::new(Metrics::new());
     background.push(Box::new(metrics.spawn_upkeep(Duration::from_secs(5))));
     let store: Arc<dyn Store> = Arc::new(InstrumentedStore::new(store, metrics.clone()));
-    let limiter = Arc::new(Limiter::new(Arc::new(config), store, policy));
+    let unknown_tenants = match args.unknown_tenants {
+        UnknownTenants::Allow => UnknownTenantPolicy::Allow,
+        UnknownTenants::Deny => UnknownTenantPolicy::Deny,
+    };
+    let limiter = Arc::new(
+        Limiter::new(Arc::new(config), store, policy).with_unknown_tenants(unknown_tenants),
+    );
     if let Some(backend) = redis_sync {
         background.push(Box::new(crate::config_sync::spawn(
             limiter.clone(),
@@ -119,7 +125,12 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
             args.redis_url.clone(),
         )));
     }
-    let state = AppState::with_metrics(limiter, args.admin_token.clone(), metrics);
+    let state = AppState::with_decision_auth(
+        limiter,
+        args.admin_token.clone(),
+        metrics,
+        args.decision_auth,
+    );
     background.push(Box::new(crate::reload::reload_on_sighup(
         state.clone(),
         args.config.clone(),

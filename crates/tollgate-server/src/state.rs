@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tollgate_core::Limiter;
 
+pub use crate::cli::DecisionAuth;
 use crate::metrics::Metrics;
 
 /// Cheap-to-clone handle given to every handler.
@@ -21,6 +22,8 @@ pub struct Shared {
     pub admin_token: Option<String>,
     /// What `GET /metrics` reports.
     pub metrics: Arc<Metrics>,
+    /// Who may call the decision API.
+    pub decision_auth: DecisionAuth,
 }
 
 impl AppState {
@@ -34,12 +37,23 @@ impl AppState {
         admin_token: Option<String>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        Self::with_decision_auth(limiter, admin_token, metrics, DecisionAuth::None)
+    }
+
+    /// Like [`AppState::with_metrics`], with the decision API's authentication mode.
+    pub fn with_decision_auth(
+        limiter: Arc<Limiter>,
+        admin_token: Option<String>,
+        metrics: Arc<Metrics>,
+        decision_auth: DecisionAuth,
+    ) -> Self {
         Self {
             inner: Arc::new(Shared {
                 limiter,
                 draining: AtomicBool::new(false),
                 admin_token,
                 metrics,
+                decision_auth,
             }),
         }
     }

@@ -129,7 +129,7 @@ async fn scripted_run_exact_counts() {
     svc.store.down.store(false, Ordering::SeqCst);
 
     // More distinct tenants than labels: acme and beta hold two labels, so of t0..=t100 the
-    // first MAX_TENANT_LABELS - 2 get their own and the rest count as `other`.
+    // first MAX_TENANT_LABELS - 2 get their own and the rest count in the overflow series.
     let extra = MAX_TENANT_LABELS + 1;
     for i in 0..extra {
         assert_eq!(decide(app, &format!("t{i}"), 5).await, StatusCode::OK);
@@ -151,7 +151,10 @@ async fn scripted_run_exact_counts() {
         assert!(!m.contains_key(&decisions(&format!("t{i}"), "allowed")));
     }
     assert_eq!(
-        get(&m, &decisions("other", "allowed")),
+        get(
+            &m,
+            "tollgate_decisions_total{outcome=\"allowed\",tenant_overflow=\"true\"}"
+        ),
         (extra - labelled) as f64
     );
     let tenant_labels: std::collections::BTreeSet<&str> = m
@@ -160,11 +163,7 @@ async fn scripted_run_exact_counts() {
         .filter_map(|k| k.split("tenant=\"").nth(1))
         .filter_map(|t| t.split('"').next())
         .collect();
-    assert_eq!(
-        tenant_labels.len(),
-        MAX_TENANT_LABELS + 1,
-        "bounded, plus `other`"
-    );
+    assert_eq!(tenant_labels.len(), MAX_TENANT_LABELS, "bounded");
 
     let allowed = 3 + 2 + extra;
     let denied = 3;

@@ -31,6 +31,9 @@ const EXPECTED: &[(&str, &str)] = &[
         "delete",
         "/api/config/tenant/{tenant}/client/{client}/action/{action}",
     ),
+    ("post", "/api/config/tenant/{tenant}/keys"),
+    ("get", "/api/config/tenant/{tenant}/keys"),
+    ("delete", "/api/config/tenant/{tenant}/keys/{key_id}"),
     ("get", "/metrics"),
     ("get", "/api/openapi.json"),
 ];
@@ -161,11 +164,13 @@ async fn every_route_documented_and_every_documented_operation_routed() {
 
     let svc = service(Some(TOKEN));
     let auth = format!("Bearer {TOKEN}");
-    // PUTs before DELETEs so every delete finds its target.
+    // PUTs and POSTs before DELETEs so every delete finds its target.
     let mut ordered: Vec<_> = documented.iter().collect();
     ordered.sort_by_key(|(m, _)| if m == "delete" { 1 } else { 0 });
+    let mut key_id = String::new();
     for (method, path) in ordered {
         let (uri, body) = sample(method, path);
+        let uri = uri.replace("{key_id}", &key_id);
         let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let r = send(&svc.app, m, &uri, body, &[("authorization", &auth)]).await;
         assert!(
@@ -175,6 +180,9 @@ async fn every_route_documented_and_every_documented_operation_routed() {
             r.text()
         );
         check_response(&doc, method, path, r.status, &r.body);
+        if method == "post" && path.ends_with("/keys") {
+            key_id = r.json()["key_id"].as_str().unwrap().to_string();
+        }
     }
 
     // Errors carry the documented error shape.
@@ -216,7 +224,8 @@ async fn every_route_documented_and_every_documented_operation_routed() {
     let r = send(&svc.app, Method::GET, "/api/config", None, &[]).await;
     check_response(&doc, "get", "/api/config", r.status, &r.body);
 
-    // Config operations declare the admin bearer scheme; decisions do not.
+    // Config operations declare the admin bearer scheme; decisions the optional tenant key (or
+    // the admin token); the rest none.
     for (method, path) in &documented {
         let sec = &doc["paths"][path][method]["security"];
         if path.starts_with("/api/config") {
@@ -225,12 +234,22 @@ async fn every_route_documented_and_every_documented_operation_routed() {
                 serde_json::json!([]),
                 "{method} {path}"
             );
+        } else if path.starts_with("/api/check_and_consume") || path.starts_with("/api/status") {
+            assert_eq!(
+                sec,
+                &serde_json::json!([{}, {"tenant_key": []}, {"admin_token": []}]),
+                "{method} {path}"
+            );
         } else {
             assert!(sec.is_null(), "{method} {path} should be open");
         }
     }
     assert_eq!(
         doc["components"]["securitySchemes"]["admin_token"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["tenant_key"]["scheme"],
         "bearer"
     );
 }

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::credentials::ApiKeyRecord;
+
 /// A limit as the API and files spell it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,6 +142,9 @@ pub struct TenantDocument {
     /// This tenant's own `max_request_window_seconds`; absent = the global one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_request_window_seconds: Option<u64>,
+    /// The tenant's API keys (hashed), key id → key; used with `--decision-auth tenant-keys`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub api_keys: BTreeMap<String, ApiKeyRecord>,
 }
 
 impl Default for TenantDocument {
@@ -151,6 +156,7 @@ impl Default for TenantDocument {
             max_keys: None,
             new_keys_per_second: None,
             max_request_window_seconds: None,
+            api_keys: BTreeMap::new(),
         }
     }
 }

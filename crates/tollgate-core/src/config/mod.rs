@@ -21,6 +21,7 @@ pub use file::{parse_toml, FileBackend};
 pub use redis::RedisConfigBackend;
 pub use snapshot::{Snapshot, TenantLimits};
 
+use crate::credentials::ApiKeyRecord;
 use crate::limit::{validate_id, Limit};
 
 /// Why a configuration change or load failed.
@@ -97,6 +98,17 @@ pub enum Change {
     TenantSettings {
         tenant: String,
         patch: TenantSettingsPatch,
+    },
+    /// Give `tenant` an API key (see [`crate::credentials::issue`]).
+    AddApiKey {
+        tenant: String,
+        key_id: String,
+        record: ApiKeyRecord,
+    },
+    /// Revoke one of `tenant`'s API keys; `NotFound` when it has no such key.
+    RemoveApiKey {
+        tenant: String,
+        key_id: String,
     },
 }
 
@@ -509,6 +521,40 @@ fn build(cur: &Snapshot, change: &Change) -> Result<Snapshot, ConfigError> {
         }
         Change::ReplaceAll(doc) => {
             next = Snapshot::from_document(doc).map_err(|p| ConfigError::Invalid(join(&p)))?;
+        }
+        Change::AddApiKey {
+            tenant,
+            key_id,
+            record,
+        } => {
+            if let Some(m) = crate::credentials::record_problem(key_id, record) {
+                return Err(ConfigError::Invalid(m));
+            }
+            if next.key_owners.contains_key(key_id) {
+                return Err(ConfigError::Invalid(format!(
+                    "key id '{key_id}' is already in use"
+                )));
+            }
+            let mut t = tenant_mut(&mut next, tenant)?;
+            if t.api_keys.len() >= crate::credentials::MAX_KEYS_PER_TENANT {
+                return Err(ConfigError::Invalid(format!(
+                    "tenant '{tenant}' already holds {} keys, the most allowed; revoke one first",
+                    crate::credentials::MAX_KEYS_PER_TENANT
+                )));
+            }
+            t.api_keys.insert(key_id.clone(), record.clone());
+            put(&mut next, tenant, t);
+            next.key_owners.insert(key_id.clone(), tenant.clone());
+        }
+        Change::RemoveApiKey { tenant, key_id } => {
+            let mut t = tenant_mut(&mut next, tenant)?;
+            if t.api_keys.remove(key_id).is_none() {
+                return Err(ConfigError::NotFound(format!(
+                    "tenant '{tenant}' has no key '{key_id}'"
+                )));
+            }
+            put(&mut next, tenant, t);
+            next.key_owners.remove(key_id);
         }
     }
     Ok(next)

@@ -8,6 +8,7 @@ use super::document::{
     max_keys_problem, new_keys_problem, request_window_problem, weight_problem, ConfigDocument,
     ConfigProblem, GlobalSettings, LimitSpec, TenantDocument,
 };
+use crate::credentials::{self, ApiKeyRecord};
 use crate::limit::{validate_id, Limit, LimitSource};
 
 type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
@@ -23,6 +24,8 @@ pub struct TenantLimits {
     pub max_keys: Option<u64>,
     pub new_keys_per_second: Option<u64>,
     pub max_request_window_seconds: Option<u64>,
+    /// key id → the tenant's API key (hashed).
+    pub api_keys: Map<ApiKeyRecord>,
 }
 
 impl TenantLimits {
@@ -34,6 +37,7 @@ impl TenantLimits {
             && self.max_keys.is_none()
             && self.new_keys_per_second.is_none()
             && self.max_request_window_seconds.is_none()
+            && self.api_keys.is_empty()
     }
 }
 
@@ -44,6 +48,8 @@ pub struct Snapshot {
     pub global: GlobalSettings,
     /// Tenants are behind `Arc` so a change to one tenant copies pointers, not every tenant's maps.
     pub tenants: Map<Arc<TenantLimits>>,
+    /// key id → the tenant holding that key, so a presented key is found without a scan.
+    pub key_owners: Map<String>,
 }
 
 impl Snapshot {
@@ -89,6 +95,7 @@ impl Snapshot {
     pub fn from_document(doc: &ConfigDocument) -> Result<Self, Vec<ConfigProblem>> {
         let mut problems = doc.global.problems("global.");
         let mut tenants = Map::default();
+        let mut key_owners = Map::default();
         for (tid, tdoc) in &doc.tenants {
             let base = format!("tenants.{tid}");
             if let Err(e) = validate_id("tenant_id", tid) {
@@ -159,6 +166,19 @@ impl Snapshot {
                     t.clients.insert(cid.clone(), m);
                 }
             }
+            for (kid, record) in &tdoc.api_keys {
+                let path = format!("{base}.api_keys.{kid}");
+                if let Some(m) = credentials::record_problem(kid, record) {
+                    problems.push(ConfigProblem { path, message: m });
+                } else if key_owners.insert(kid.clone(), tid.clone()).is_some() {
+                    problems.push(ConfigProblem {
+                        path,
+                        message: "key id is held by more than one tenant".into(),
+                    });
+                } else {
+                    t.api_keys.insert(kid.clone(), record.clone());
+                }
+            }
             if !t.is_default() {
                 tenants.insert(tid.clone(), Arc::new(t));
             }
@@ -168,6 +188,7 @@ impl Snapshot {
                 version: doc.version,
                 global: doc.global,
                 tenants,
+                key_owners,
             })
         } else {
             Err(problems)
@@ -226,6 +247,11 @@ fn tenant_document(t: &TenantLimits, spec: impl Fn(&Limit) -> LimitSpec) -> Tena
         max_keys: t.max_keys,
         new_keys_per_second: t.new_keys_per_second,
         max_request_window_seconds: t.max_request_window_seconds,
+        api_keys: t
+            .api_keys
+            .iter()
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect(),
     }
 }
 

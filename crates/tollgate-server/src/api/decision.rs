@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use tollgate_core::clock::Micros;
 use tollgate_core::{DecisionRequest, Limit, LimitSource, Outcome, RateKey};
 
+use super::tenant_auth::Credential;
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
@@ -94,11 +95,15 @@ fn rate_headers(headers: &mut HeaderMap, limit: u64, remaining: u64, reset_in: u
     post,
     path = "/api/check_and_consume",
     tag = "decisions",
+    security((), ("tenant_key" = []), ("admin_token" = [])),
     request_body = CheckBody,
     responses(
         (status = 200, description = "Allowed (status processed, or fail_open when the store is down and policy is allow)", body = DecisionBody, headers(("RateLimit-Limit" = u64, description = "The limit's max_requests"), ("RateLimit-Remaining" = u64, description = "Requests left in the window"), ("RateLimit-Reset" = u64, description = "Seconds until the oldest counted request leaves the window"))),
         (status = 429, description = "Denied by the limit", body = DecisionBody, headers(("Retry-After" = u64, description = "Whole seconds until a request of this cost fits"), ("RateLimit-Limit" = u64), ("RateLimit-Remaining" = u64), ("RateLimit-Reset" = u64))),
         (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
+        (status = 401, description = "unauthorized (with --decision-auth tenant-keys): no key, a malformed one, or one that matches no key; the same answer whether or not the tenant exists", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "forbidden: a valid key of another tenant (with --decision-auth tenant-keys); or unknown_tenant: the tenant has no configuration (with --unknown-tenants deny)", body = crate::error::ErrorBody),
+        (status = 408, description = "body_timeout: the body did not arrive within --body-timeout or at --body-min-rate; the connection is closed", body = crate::error::ErrorBody),
         (status = 413, description = "payload_too_large: body over 64 KiB", body = crate::error::ErrorBody),
         (status = 414, description = "uri_too_long", body = crate::error::ErrorBody),
         (status = 431, description = "headers_too_large: over 64 header fields or 16 KiB of headers", body = crate::error::ErrorBody),
@@ -107,8 +112,10 @@ fn rate_headers(headers: &mut HeaderMap, limit: u64, remaining: u64, reset_in: u
 )]
 pub async fn check_and_consume(
     State(state): State<AppState>,
+    credential: Credential,
     Json(body): Json<CheckBody>,
 ) -> Result<Response, ApiError> {
+    credential.check(&state, &body.tenant_id)?;
     let requested = requested_limit(body.max_requests, body.window_duration_seconds)?;
     let key = RateKey::new(&body.tenant_id, &body.client_id, &body.action_type);
     let started = std::time::Instant::now();
@@ -210,10 +217,13 @@ pub struct StatusBody<'a> {
     get,
     path = "/api/status/{tenant}/{client}/{action}",
     tag = "decisions",
+    security((), ("tenant_key" = []), ("admin_token" = [])),
     params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8"), ("client" = String, Path, description = "Client id: 1-256 bytes of printable UTF-8"), ("action" = String, Path, description = "Action type: 1-256 bytes of printable UTF-8"), StatusQuery),
     responses(
         (status = 200, description = "Usage without consuming anything", body = StatusBody, headers(("RateLimit-Limit" = u64, description = "The limit's max_requests"), ("RateLimit-Remaining" = u64, description = "Requests left in the window"), ("RateLimit-Reset" = u64, description = "Seconds until the oldest counted request leaves the window"))),
         (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
+        (status = 401, description = "unauthorized (with --decision-auth tenant-keys): no key, a malformed one, or one that matches no key; the same answer whether or not the tenant exists", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "forbidden: a valid key of another tenant (with --decision-auth tenant-keys); or unknown_tenant: the tenant has no configuration (with --unknown-tenants deny)", body = crate::error::ErrorBody),
         (status = 414, description = "uri_too_long", body = crate::error::ErrorBody),
         (status = 431, description = "headers_too_large: over 64 header fields or 16 KiB of headers", body = crate::error::ErrorBody),
         (status = 503, description = "Shed (tenant_queue_full, queue_timeout, shutting_down; with allowed/status/reason), store_unavailable, key_budget_exhausted or request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
@@ -221,9 +231,11 @@ pub struct StatusBody<'a> {
 )]
 pub async fn status(
     State(state): State<AppState>,
+    credential: Credential,
     Path((tenant, client, action)): Path<(String, String, String)>,
     Query(q): Query<StatusQuery>,
 ) -> Result<Response, ApiError> {
+    credential.check(&state, &tenant)?;
     let requested = requested_limit(q.max_requests, q.window_duration_seconds)?;
     let key = RateKey::new(&tenant, &client, &action);
     let (v, limit, source) = state.limiter().status(key, requested).await?;

@@ -5,6 +5,8 @@ mod decision;
 mod health;
 mod ops;
 mod schema;
+mod tenant_auth;
+mod tenant_keys;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
@@ -42,7 +44,9 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(config::put_weight))
         .routes(routes!(config::put_settings))
         .routes(routes!(config::put_action, config::delete_action))
-        .routes(routes!(config::put_client, config::delete_client));
+        .routes(routes!(config::put_client, config::delete_client))
+        .routes(routes!(tenant_keys::create_key, tenant_keys::list_keys))
+        .routes(routes!(tenant_keys::delete_key));
     (public, admin)
 }
 
@@ -63,6 +67,10 @@ pub fn router_with(state: AppState, limits: &HttpLimits) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(
+            limits.body,
+            crate::hardening::read_body,
+        ))
+        .layer(middleware::from_fn_with_state(
             limits.request_timeout,
             crate::hardening::limit_request,
         ))
@@ -78,7 +86,7 @@ pub fn router_with(state: AppState, limits: &HttpLimits) -> Router {
     ),
     modifiers(&AdminTokenScheme),
     tags(
-        (name = "decisions", description = "Rate-limit decisions; open to every caller"),
+        (name = "decisions", description = "Rate-limit decisions; open to every caller, or with --decision-auth tenant-keys to holders of a key of the tenant (or the admin token)"),
         (name = "configuration", description = "Limits, weights and global settings; need the admin token when one is set"),
         (name = "operations", description = "Health, metrics and this document; open"),
     )
@@ -99,6 +107,17 @@ impl utoipa::Modify for AdminTokenScheme {
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
                         "The --admin-token value, as `Authorization: Bearer <token>`",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "tenant_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "With --decision-auth tenant-keys: a key of the request's tenant (`tg_<key_id>_<secret>`, issued by POST /api/config/tenant/{tenant}/keys), or the admin token, as `Authorization: Bearer <key>`",
                     ))
                     .build(),
             ),

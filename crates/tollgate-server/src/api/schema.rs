@@ -58,6 +58,20 @@ pub struct TenantDocumentSchema {
     pub new_keys_per_second: Option<u64>,
     /// The tenant's own cap on request windows; absent = `global.max_request_window_seconds`.
     pub max_request_window_seconds: Option<u64>,
+    /// Key id → the tenant's API key, hashed; omitted when the tenant has none. Managed through
+    /// `/api/config/tenant/{tenant}/keys`.
+    pub api_keys: Option<BTreeMap<String, ApiKeyRecordSchema>>,
+}
+
+/// A tenant API key as stored: never the key itself.
+#[derive(ToSchema)]
+#[schema(as = ApiKeyRecord)]
+pub struct ApiKeyRecordSchema {
+    pub name: String,
+    /// Lowercase hex SHA-256 of the whole key.
+    pub sha256: String,
+    /// Unix time, seconds.
+    pub created_at: u64,
 }
 
 /// The whole configuration (`GET /api/config`; also the `--config` file's shape).
