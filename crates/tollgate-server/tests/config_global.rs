@@ -85,7 +85,7 @@ async fn an_omitted_queue_timeout_keeps_a_concurrent_acknowledged_change() {
     assert_eq!(second.status, StatusCode::OK, "{}", second.text());
     assert_eq!(
         second.json()["global"],
-        serde_json::json!({"max_global_concurrent_requests": 7, "max_tenant_queue_size": 3, "queue_timeout_ms": 5000}),
+        serde_json::json!({"max_global_concurrent_requests": 7, "max_tenant_queue_size": 3, "queue_timeout_ms": 5000, "max_keys_per_tenant": 1_000_000, "new_keys_per_second": 1000, "max_request_window_seconds": 31_536_000}),
         "the acknowledged timeout change was undone"
     );
     let g = svc.state.limiter().config().snapshot().global;
@@ -108,12 +108,12 @@ async fn any_subset_of_the_global_keys_may_be_given() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(
         r.json()["global"],
-        json!({"max_global_concurrent_requests": 1000, "max_tenant_queue_size": 100, "queue_timeout_ms": 250})
+        json!({"max_global_concurrent_requests": 1000, "max_tenant_queue_size": 100, "queue_timeout_ms": 250, "max_keys_per_tenant": 1_000_000, "new_keys_per_second": 1000, "max_request_window_seconds": 31_536_000})
     );
     let r = put_global(&svc, r#"{"max_tenant_queue_size":0}"#).await;
     assert_eq!(
         r.json()["global"],
-        json!({"max_global_concurrent_requests": 1000, "max_tenant_queue_size": 0, "queue_timeout_ms": 250})
+        json!({"max_global_concurrent_requests": 1000, "max_tenant_queue_size": 0, "queue_timeout_ms": 250, "max_keys_per_tenant": 1_000_000, "new_keys_per_second": 1000, "max_request_window_seconds": 31_536_000})
     );
     let r = put_global(
         &svc,
@@ -122,7 +122,7 @@ async fn any_subset_of_the_global_keys_may_be_given() {
     .await;
     assert_eq!(
         r.json()["global"],
-        json!({"max_global_concurrent_requests": 9, "max_tenant_queue_size": 0, "queue_timeout_ms": 250})
+        json!({"max_global_concurrent_requests": 9, "max_tenant_queue_size": 0, "queue_timeout_ms": 250, "max_keys_per_tenant": 1_000_000, "new_keys_per_second": 1000, "max_request_window_seconds": 31_536_000})
     );
     let before = r.json()["version"].as_u64().unwrap();
     let r = put_global(&svc, "{}").await;

@@ -115,8 +115,9 @@ async fn allows_up_to_the_limit_then_denies_with_retry_information() {
             r.headers["ratelimit-remaining"],
             (2 - i).to_string().as_str()
         );
-        // The first request leaves 10 s (plus at most one 152 µs tick) after it was made.
-        assert_eq!(r.body["reset_time_seconds"], T0 / 1_000_000 + 11);
+        // The first request leaves exactly 10 s after it was made (entries carry their newest
+        // request's time, never a rounded-up one), so the reset is T0 + 10 s, not a second later.
+        assert_eq!(r.body["reset_time_seconds"], T0 / 1_000_000 + 10);
         app.clock.advance(1_000_000);
     }
     let r = check(&app, decision("t", "c", "a")).await;
@@ -128,7 +129,8 @@ async fn allows_up_to_the_limit_then_denies_with_retry_information() {
         (7.0..=7.001).contains(&retry),
         "retry_after_seconds {retry}"
     );
-    assert_eq!(r.headers[header::RETRY_AFTER], "8");
+    // Exactly 7 s (the oldest request leaves at T0 + 10 s), so the header, rounded up, is 7.
+    assert_eq!(r.headers[header::RETRY_AFTER], "7");
     assert_eq!(r.headers["ratelimit-remaining"], "0");
     // Obeying retry_after_seconds is enough.
     app.clock.advance((retry * 1_000_000.0) as u64);
@@ -296,7 +298,7 @@ async fn status_reports_without_consuming() {
         assert_eq!(r.body["current_requests"], 1);
         assert_eq!(r.body["remaining_requests"], 2);
         assert_eq!(r.body["limit"]["source"], "request");
-        assert_eq!(r.body["reset_time_seconds"], T0 / 1_000_000 + 11);
+        assert_eq!(r.body["reset_time_seconds"], T0 / 1_000_000 + 10);
         assert_eq!(r.headers["ratelimit-remaining"], "2");
     }
     let r = call(&app, Method::GET, "/api/status/t/c/a", None).await;
