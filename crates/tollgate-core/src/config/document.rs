@@ -133,8 +133,13 @@ pub struct TenantDocument {
     /// Client-specific limits: client id → action → limit. These win over `actions`.
     #[serde(default)]
     pub clients: BTreeMap<String, BTreeMap<String, LimitSpec>>,
-    /// This tenant's own `max_keys_per_tenant`; absent = the global one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// This tenant's own `max_keys_per_tenant`; absent = the global one. The global setting's
+    /// name is accepted too (DESIGN.md calls the per-tenant value by it).
+    #[serde(
+        default,
+        alias = "max_keys_per_tenant",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_keys: Option<u64>,
     /// This tenant's own `new_keys_per_second`; absent = the global one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

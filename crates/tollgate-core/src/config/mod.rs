@@ -675,5 +675,9 @@ mod tests {
         let problems = Snapshot::from_document(&new).unwrap_err();
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].path, "tenants.t.max_keys");
+        // The per-tenant budget may also be spelled like the global setting, as DESIGN.md does.
+        let aliased: ConfigDocument =
+            toml::from_str("[tenants.t]\nmax_keys_per_tenant = 25\n").unwrap();
+        assert_eq!(aliased.tenants["t"].max_keys, Some(25));
     }
 }

@@ -401,7 +401,7 @@ pub struct TenantSettingsBody {
     weight: Option<u32>,
     /// Keys this tenant may have tracked, 1..=10^9 (memory store; at most a quarter of
     /// `--max-keys` whatever is set).
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, alias = "max_keys_per_tenant", deserialize_with = "present")]
     #[schema(value_type = Option<u64>)]
     max_keys: Option<Option<u64>>,
     /// New keys this tenant may create per second, 1..=10^9; burst one second's worth.
