@@ -263,13 +263,20 @@ async fn kill_during_writes(extra: &[&str], what: &str) {
     let p = Proc::launch(&data, dir.path(), extra).await;
     let now = loaded(&p.base).await;
     let a = acked.expect("ran at least once");
-    let ok = now == a || STATE_IN_FLIGHT.lock().take().map(|w| w.applied_to(&a)) == Some(now.clone());
-    assert!(ok, "{what}: final restart loaded {now:?}; acknowledged {a:?}");
+    let ok =
+        now == a || STATE_IN_FLIGHT.lock().take().map(|w| w.applied_to(&a)) == Some(now.clone());
+    assert!(
+        ok,
+        "{what}: final restart loaded {now:?}; acknowledged {a:?}"
+    );
     println!(
         "{what}: {runs} SIGKILLs, {total_acks} acknowledged writes; {with_in_flight_applied} restarts \
          found the unacknowledged in-flight write applied, the rest exactly the last acknowledged one"
     );
-    assert!(total_acks > runs as u64, "too few writes were acknowledged to prove anything");
+    assert!(
+        total_acks > runs as u64,
+        "too few writes were acknowledged to prove anything"
+    );
 }
 
 /// The write in flight at the last kill, carried to the next restart's check.
@@ -291,4 +298,151 @@ async fn sigkill_during_config_writes_in_redis_mode_restarts_on_an_acknowledged_
     let _g = SERIAL.lock().await;
     let redis = RedisServer::start();
     kill_during_writes(&["--store", "redis", "--redis-url", &redis.url()], "redis").await;
+}
+
+/// A small tmpfs mounted over a directory for one test (needs mount privileges), unmounted on drop.
+struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(path: &Path, size_kib: u32) -> Option<Tmpfs> {
+        std::fs::create_dir_all(path).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_kib}k"), "tmpfs"])
+            .arg(path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs {
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn remount(&self, read_only: bool) {
+        let opt = if read_only {
+            "remount,ro"
+        } else {
+            "remount,rw"
+        };
+        let status = std::process::Command::new("mount")
+            .args(["-o", opt])
+            .arg(&self.path)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount -o {opt} failed");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+async fn put_action(base: &str, action: &str, max: u64) -> (u16, Value) {
+    let r = Write::Action(action.into(), max)
+        .send(&client(), base)
+        .await
+        .expect("PUT answered");
+    let code = r.status().as_u16();
+    (code, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A write refused by the storage fault: 503 store_unavailable, the file and the running
+/// configuration untouched, no temporary left behind, and decisions still served.
+async fn assert_write_refused(p: &Proc, data: &Path, what: &str) {
+    let file_before = std::fs::read(data.join("config.json")).expect("config.json");
+    let before = loaded(&p.base).await;
+    let (code, body) = put_action(&p.base, "refused", 99).await;
+    assert_eq!(code, 503, "{what}: {body}");
+    assert_eq!(body["error"], "store_unavailable", "{what}: {body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert_eq!(
+        std::fs::read(data.join("config.json")).expect("config.json"),
+        file_before,
+        "{what}: config.json changed"
+    );
+    assert!(
+        !data.join("config.json.tmp").exists(),
+        "{what}: a half-written config.json.tmp was left in the data dir"
+    );
+    assert_eq!(
+        loaded(&p.base).await,
+        before,
+        "{what}: the running config changed"
+    );
+    let r = client()
+        .post(format!("{}/api/check_and_consume", p.base))
+        .json(&serde_json::json!({"tenant_id":"crash","client_id":"c","action_type":"a0"}))
+        .send()
+        .await
+        .expect("decision answered");
+    assert_eq!(r.status().as_u16(), 200, "{what}: decisions stopped");
+    let health = client()
+        .get(format!("{}/api/health", p.base))
+        .send()
+        .await
+        .expect("health");
+    assert!(health.status().is_success(), "{what}: unhealthy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_or_read_only_data_dir_refuses_writes_with_503_and_keeps_deciding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let Some(fs) = Tmpfs::mount(&data, 256) else {
+        eprintln!(
+            "SKIPPED full_or_read_only_data_dir: cannot mount a tmpfs here (needs root or \
+             CAP_SYS_ADMIN)"
+        );
+        return;
+    };
+    let mut p = Proc::launch(&data, dir.path(), &[]).await;
+    assert_eq!(put_action(&p.base, "a0", 10).await.0, 200);
+
+    // Full: fill the tmpfs, then write.
+    let filler = data.join("filler");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&filler).expect("filler");
+        let chunk = vec![0u8; 4096];
+        let mut full = false;
+        for _ in 0..10_000 {
+            if f.write_all(&chunk).and_then(|_| f.sync_all()).is_err() {
+                full = true;
+                break;
+            }
+        }
+        assert!(full, "the tmpfs never filled");
+    }
+    assert_write_refused(&p, &data, "data dir full").await;
+    std::fs::remove_file(&filler).expect("remove filler");
+    assert_eq!(
+        put_action(&p.base, "a1", 20).await.0,
+        200,
+        "write after space freed"
+    );
+
+    // Read-only.
+    fs.remount(true);
+    assert_write_refused(&p, &data, "data dir read-only").await;
+    fs.remount(false);
+    assert_eq!(
+        put_action(&p.base, "a2", 30).await.0,
+        200,
+        "write after rw again"
+    );
+
+    let last = loaded(&p.base).await;
+    p.kill();
+    let p = Proc::launch(&data, dir.path(), &[]).await;
+    assert_eq!(
+        loaded(&p.base).await,
+        last,
+        "restart lost an acknowledged write"
+    );
 }

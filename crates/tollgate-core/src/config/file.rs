@@ -36,12 +36,16 @@ impl FileBackend {
 
     fn write_atomically(&self, bytes: &[u8]) -> std::io::Result<()> {
         let tmp = self.path.with_extension("json.tmp");
-        {
-            let mut f = std::fs::File::create(&tmp)?;
+        let written = std::fs::File::create(&tmp).and_then(|mut f| {
             f.write_all(bytes)?;
-            f.sync_all()?;
+            f.sync_all()
+        });
+        if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, &self.path)) {
+            // A full disk leaves a truncated temporary: remove it, so it neither holds the space
+            // the next write needs nor looks like a configuration to whoever inspects the dir.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        std::fs::rename(&tmp, &self.path)?;
         // Make the rename itself durable.
         if let Some(dir) = self.path.parent() {
             if let Ok(d) = std::fs::File::open(dir) {
