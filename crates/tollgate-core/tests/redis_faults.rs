@@ -229,7 +229,7 @@ fn assert_accounted(what: &str, told: &Tally, stored: &[u64]) {
 }
 
 struct Rig {
-    _server: RedisServer,
+    server: RedisServer,
     proxy: FaultProxy,
     store: RedisStore,
     direct: RedisStore,
@@ -246,11 +246,23 @@ async fn rig() -> Rig {
     .await
     .expect("direct connection");
     Rig {
-        _server: server,
+        server,
         proxy,
         store,
         direct,
     }
+}
+
+/// EVALSHA calls Redis has run since the last `CONFIG RESETSTAT`.
+fn evalsha_calls(server: &RedisServer) -> u64 {
+    let info = server
+        .command(&["INFO", "commandstats"])
+        .expect("INFO commandstats");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Lets commands the proxy still holds reach Redis before counts are read.
@@ -268,7 +280,11 @@ fn latency_of_5_50_and_500_ms_is_answered_within_the_timeout_and_the_breaker_fol
         let mut told = Tally::new();
         for ms in [5u64, 50, 500] {
             rig.proxy.set_latency(Duration::from_millis(ms));
+            rig.server.command(&["CONFIG", "RESETSTAT"]);
+            let started = Instant::now();
             let t = phase(&rig.store, || tokio::time::sleep(phase_len())).await;
+            let elapsed = started.elapsed();
+            let reached = evalsha_calls(&rig.server);
             println!(
                 "latency {ms} ms: {} answered, {} errors, slowest call {:?}, circuit opened: {}",
                 t.ok(),
@@ -292,6 +308,20 @@ fn latency_of_5_50_and_500_ms_is_answered_within_the_timeout_and_the_breaker_fol
                         !rig.store.is_healthy(),
                         "500 ms: circuit closed under the fault"
                     );
+                    // While open, only one probe per interval reaches Redis: the calls it saw are
+                    // the ones before the circuit opened (at most the threshold plus what the
+                    // tasks had in flight or sent meanwhile) and the probes.
+                    let probes = (elapsed.as_millis() / PROBE.as_millis()) as u64 + 1;
+                    let bound = 3 + 2 * TASKS as u64 + probes;
+                    println!(
+                        "latency 500 ms: {} calls made, {reached} reached Redis (bound {bound})",
+                        t.err()
+                    );
+                    assert!(
+                        reached <= bound,
+                        "{reached} calls reached Redis in {elapsed:?} with the circuit open (bound {bound})"
+                    );
+                    assert!(t.err() > 2 * bound, "too few calls to show the circuit saved any");
                 }
                 _ => {}
             }
