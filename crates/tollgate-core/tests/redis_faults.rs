@@ -468,3 +468,74 @@ fn stalled_and_refused_connections_fail_within_the_timeout_and_recover() {
         assert_accounted("stall + refuse", &t, &stored_counts(&rig.direct).await);
     });
 }
+
+/// The same resets on a cluster connection: a one-node Redis Cluster that announces the proxy's
+/// port, so every connection the cluster client opens (seed and slot owner) goes through it.
+#[test]
+fn resets_mid_script_on_a_cluster_connection_never_double_count() {
+    if skip_without_redis("resets_mid_script_on_a_cluster_connection") {
+        return;
+    }
+    let node = RedisServer::start_cluster_node();
+    let proxy = FaultProxy::start(([127, 0, 0, 1], node.port).into());
+    let port = proxy.addr.port().to_string();
+    node.command(&["CONFIG", "SET", "cluster-announce-port", &port])
+        .expect("announce the proxy's port");
+    node.command(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"])
+        .expect("take every slot");
+    let mut ok = false;
+    for _ in 0..200 {
+        if node
+            .command(&["CLUSTER", "INFO"])
+            .is_some_and(|r| r.contains("cluster_state:ok"))
+        {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ok, "one-node cluster did not become ok");
+    rt().block_on(async {
+        let mut opts = RedisOptions::new(vec![proxy.url()]);
+        opts.command_timeout = TIMEOUT;
+        opts.force_cluster = true;
+        let store = RedisStore::connect(
+            &opts,
+            RedisStoreOptions {
+                probe_interval: PROBE,
+                ..RedisStoreOptions::default()
+            },
+        )
+        .await
+        .expect("connect to the one-node cluster through the proxy");
+        assert!(store.connection().is_cluster());
+        let direct = RedisStore::connect(
+            &RedisOptions::new(vec![node.url()]),
+            RedisStoreOptions::default(),
+        )
+        .await
+        .expect("direct connection");
+        let resets = if long() { 200 } else { 20 };
+        let t = phase(&store, || async {
+            for i in 0..resets {
+                tokio::time::sleep(Duration::from_millis(120 + (i * 37) % 100)).await;
+                proxy.reset_established();
+            }
+        })
+        .await;
+        proxy.clear();
+        recovers(&store).await;
+        settle().await;
+        let stored = stored_counts(&direct).await;
+        let extra: u64 = stored.iter().sum::<u64>().saturating_sub(t.ok());
+        println!(
+            "cluster, {resets} resets: {} allowed, {} failed, {extra} counted beyond allowed; {} \
+             connections accepted",
+            t.ok(),
+            t.err(),
+            proxy.accepted()
+        );
+        assert!(t.err() > 0 && t.ok() > 0, "the resets did not interleave with decisions");
+        assert_accounted("cluster resets", &t, &stored);
+    });
+}

@@ -58,6 +58,11 @@ impl RedisServer {
         Self::start_with(false)
     }
 
+    /// A node started in cluster mode, not yet part of any cluster.
+    pub fn start_cluster_node() -> Self {
+        Self::start_with(true)
+    }
+
     fn start_with(cluster: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir for redis");
         let port = free_port(cluster);
