@@ -535,7 +535,10 @@ fn resets_mid_script_on_a_cluster_connection_never_double_count() {
             t.err(),
             proxy.accepted()
         );
-        assert!(t.err() > 0 && t.ok() > 0, "the resets did not interleave with decisions");
+        assert!(
+            t.err() > 0 && t.ok() > 0,
+            "the resets did not interleave with decisions"
+        );
         assert_accounted("cluster resets", &t, &stored);
     });
 }
