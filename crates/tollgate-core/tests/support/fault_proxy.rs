@@ -163,6 +163,8 @@ impl Drop for FaultProxy {
 async fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Shared>) {
     loop {
         let Ok((client, _)) = listener.accept().await else {
+            // Out of descriptors, typically: back off rather than spin.
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         shared.accepted.fetch_add(1, Ordering::SeqCst);
