@@ -80,7 +80,11 @@ impl RedisConnection {
                 let client = ClusterClientBuilder::new(seeds.to_vec())
                     .connection_timeout(opts.connect_timeout)
                     .response_timeout(opts.command_timeout)
-                    .retries(2)
+                    // No retries: the client would resend an EVALSHA whose connection dropped
+                    // after Redis ran it, counting one decision twice (at least once). Without
+                    // them a failed call is answered per --on-store-error and counted at most
+                    // once; a MOVED/ASK costs that one call, and the slot map is refreshed.
+                    .retries(0)
                     .min_retry_wait(5)
                     .max_retry_wait(50)
                     .build()?;

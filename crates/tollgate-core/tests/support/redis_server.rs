@@ -58,6 +58,11 @@ impl RedisServer {
         Self::start_with(false)
     }
 
+    /// A node started in cluster mode, not yet part of any cluster.
+    pub fn start_cluster_node() -> Self {
+        Self::start_with(true)
+    }
+
     fn start_with(cluster: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir for redis");
         let port = free_port(cluster);
@@ -146,14 +151,22 @@ impl Drop for RedisServer {
     }
 }
 
-/// A 3-master Redis Cluster on loopback.
+/// A 3-master Redis Cluster on loopback, optionally with replicas.
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
 }
 
 impl RedisCluster {
     pub fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_with(true)).collect();
+        Self::start_with_replicas(0)
+    }
+
+    /// 3 masters with `replicas` replicas each (`redis-cli --cluster create --cluster-replicas`);
+    /// returns once the cluster is ok and every master has all its replicas attached.
+    pub fn start_with_replicas(replicas: usize) -> Self {
+        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
+            .map(|_| RedisServer::start_with(true))
+            .collect();
         let addrs: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
@@ -162,7 +175,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
             .expect("run redis-cli --cluster create");
@@ -171,16 +184,24 @@ impl RedisCluster {
             "redis-cli --cluster create failed: {}",
             String::from_utf8_lossy(&out.stdout)
         );
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ok = nodes.iter().all(|n| {
                 n.command(&["CLUSTER", "INFO"])
                     .is_some_and(|r| r.contains("cluster_state:ok"))
+            }) && nodes.iter().all(|n| {
+                n.command(&["INFO", "replication"]).is_some_and(|r| {
+                    r.contains("role:slave") && r.contains("master_link_status:up")
+                        || r.contains(&format!("connected_slaves:{replicas}"))
+                })
             });
             if ok {
                 break;
             }
-            assert!(Instant::now() < deadline, "cluster did not become ok");
+            assert!(
+                Instant::now() < deadline,
+                "cluster did not become ok with its replicas attached"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Self { nodes }
