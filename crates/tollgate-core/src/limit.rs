@@ -54,17 +54,28 @@ impl Limit {
 pub fn window_micros(seconds: f64) -> Result<Micros, InvalidArgument> {
     if !seconds.is_finite() || seconds <= 0.0 || seconds > MAX_WINDOW_SECONDS {
         return Err(invalid(format!(
-            "window_duration_seconds must be a number greater than 0 and at most {MAX_WINDOW_SECONDS}, got {seconds}"
+            "window_duration_seconds must be a number greater than 0 and at most {MAX_WINDOW_SECONDS}, got {}",
+            readable(seconds)
         )));
     }
     let millis = (seconds * 1000.0).round();
     // Anything finer than a millisecond would be silently rounded; say so instead.
     if millis < 1.0 || (seconds * 1000.0 - millis).abs() > 1e-6 * millis.max(1.0) {
         return Err(invalid(format!(
-            "window_duration_seconds has millisecond resolution (e.g. 0.25); {seconds} is finer than that"
+            "window_duration_seconds has millisecond resolution (e.g. 0.25); {} is finer than that",
+            readable(seconds)
         )));
     }
     Ok(millis as Micros * 1000)
+}
+
+/// A number as a person writes it: `1e300`, not the 301 digits `{}` prints for it.
+fn readable(x: f64) -> String {
+    if x != 0.0 && x.is_finite() && !(1e-6..1e15).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
 }
 
 /// Checks one id (tenant, client or action): 1–256 bytes of UTF-8 with no control characters.

@@ -1,10 +1,12 @@
 //! One log line per request, and the `X-Request-Id` that ties it to the client's view.
 //!
-//! Every request is logged at debug (method, path, status, latency, request id); failures —
-//! any 4xx or 5xx except a 429 denial, which is a normal answer — again at warn. Only the method
-//! and path are taken from the request: headers (and so the admin token) and query strings are
-//! never logged.
+//! Every request is logged once (method, path, status, latency in ms to the µs, request id):
+//! client errors and denials at debug — the client's mistake is not the operator's problem, and a
+//! flood of them must not drown the log — with the API error code; server errors at warn (503)
+//! or error (500). Only the method and path are taken from the request, the path cut to 256
+//! bytes: headers (and so the admin token) and query strings are never logged.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use axum::extract::Request;
@@ -13,6 +15,24 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The API error code of a failed response, left in its extensions for this log.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
+
+/// Longest path logged; a 414 path may be kilobytes of whatever the client sent.
+pub const MAX_LOGGED_PATH_BYTES: usize = 256;
+
+fn loggable_path(path: &str) -> Cow<'_, str> {
+    if path.len() <= MAX_LOGGED_PATH_BYTES {
+        return Cow::Borrowed(path);
+    }
+    let mut end = MAX_LOGGED_PATH_BYTES;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}... ({} bytes)", &path[..end], path.len()))
+}
 
 /// Longest client-supplied request id that is echoed; longer ones are replaced.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
@@ -49,16 +69,23 @@ pub async fn log_requests(mut req: Request, next: Next) -> Response {
     // The path only: query strings may carry data the operator did not mean to log. Cloning the
     // URI shares its buffer; copying the path out would allocate on every request.
     let uri = req.uri().clone();
-    let path = uri.path();
     let mut resp = next.run(req).await;
     let status = resp.status();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    // Whole microseconds: more digits are noise, not precision.
+    let latency_ms = started.elapsed().as_micros() as f64 / 1000.0;
     let request_id = id.to_str().unwrap_or("");
-    tracing::debug!(%method, path, status = status.as_u16(), latency_ms, request_id, "request");
-    if (status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS)
-        || status.is_server_error()
-    {
-        tracing::warn!(%method, path, status = status.as_u16(), latency_ms, request_id, "request failed");
+    let path = loggable_path(uri.path());
+    let path = path.as_ref();
+    let code = resp.extensions().get::<ErrorCode>().map_or("", |c| c.0);
+    let status_code = status.as_u16();
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(%method, path, status = status_code, error = code, latency_ms, request_id, "request failed");
+    } else if status.is_server_error() {
+        tracing::warn!(%method, path, status = status_code, error = code, latency_ms, request_id, "request failed");
+    } else if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
+        tracing::debug!(%method, path, status = status_code, error = code, latency_ms, request_id, "request failed");
+    } else {
+        tracing::debug!(%method, path, status = status_code, latency_ms, request_id, "request");
     }
     resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
     resp

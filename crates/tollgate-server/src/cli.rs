@@ -1,9 +1,11 @@
-//! Command-line flags; each also reads the environment variable `TOLLGATE_<FLAG>`.
+//! Command-line flags; each also reads the environment variable `TOLLGATE_<FLAG>`. Boolean
+//! variables accept 1/0, true/false, yes/no and on/off.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -75,7 +77,7 @@ pub struct RunArgs {
     #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Allow listening on a non-loopback address without an admin token.
-    #[arg(long, env = "TOLLGATE_INSECURE_ADMIN")]
+    #[arg(long, env = "TOLLGATE_INSECURE_ADMIN", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub insecure_admin: bool,
     /// Seconds to finish accepted requests after SIGTERM/SIGINT.
     #[arg(long, env = "TOLLGATE_SHUTDOWN_GRACE", default_value_t = 10.0)]
@@ -122,7 +124,7 @@ pub struct RunArgs {
     #[arg(long, env = "TOLLGATE_REDIS_PREFIX", default_value = "tollgate")]
     pub redis_prefix: String,
     /// Redis mode: treat a single --redis-url as a Redis Cluster seed node.
-    #[arg(long, env = "TOLLGATE_REDIS_CLUSTER")]
+    #[arg(long, env = "TOLLGATE_REDIS_CLUSTER", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub redis_cluster: bool,
     /// Testing aid: offset this instance's clock by this many milliseconds (simulates a host with
     /// a skewed clock; in redis mode decisions use Redis time and must not change).
@@ -136,6 +138,31 @@ pub struct RunArgs {
     pub clock_offset_ms: i64,
     #[command(flatten)]
     pub http: HttpArgs,
+}
+
+impl RunArgs {
+    /// Combinations of flags that parse but cannot mean what the operator wrote.
+    pub fn validate(&self) -> Result<(), String> {
+        // A URL with the memory store would silently give every instance its own limits; a URL
+        // does not switch the store either, so which store runs is always what --store says.
+        if !self.redis_url.is_empty() && self.store != StoreKind::Redis {
+            return Err(format!(
+                "--redis-url (or TOLLGATE_REDIS_URL) is set but --store is {}; limits would be counted in this process's memory, not in Redis. Pass --store redis (TOLLGATE_STORE=redis) to use Redis, or unset the URL to use the memory store",
+                self.store.name()
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl StoreKind {
+    /// The flag value, as an operator types it.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreKind::Memory => "memory",
+            StoreKind::Redis => "redis",
+        }
+    }
 }
 
 /// Limits on clients' connections and requests.

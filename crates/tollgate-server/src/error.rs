@@ -187,7 +187,19 @@ impl IntoResponse for ApiError {
         if matches!(self, ApiError::Unauthorized(_)) {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        resp.extensions_mut()
+            .insert(crate::access_log::ErrorCode(self.code()));
         resp
+    }
+}
+
+impl ApiError {
+    /// Adds `context` to a `store_unavailable` message; other errors pass unchanged.
+    pub fn with_store_context(self, context: &str) -> Self {
+        match self {
+            ApiError::StoreUnavailable(m) => ApiError::StoreUnavailable(format!("{m}; {context}")),
+            other => other,
+        }
     }
 }
 
@@ -209,12 +221,13 @@ impl From<StoreError> for ApiError {
             StoreError::KeyBudgetExhausted { .. } | StoreError::TenantKeyBudget(_) => {
                 ApiError::KeyBudgetExhausted(e.to_string())
             }
+            // Which call failed, and under which policy, is added by the handler that knows.
             StoreError::Unavailable(_) => ApiError::StoreUnavailable(format!(
-                "{e}; the decision could not be made (the service is configured to deny on store errors)"
+                "{e}; the rate-limit store could not be reached, so this request could not be answered"
             )),
             // The key name is internal (and logged with the reason); the client learns what to do.
             StoreError::Corrupt { .. } => ApiError::StoreUnavailable(
-                "the stored state of this rate-limit key was corrupt and has been reset; the decision could not be made (the service is configured to deny on store errors); retry".into(),
+                "the stored state of this rate-limit key was corrupt and has been reset, so this request could not be answered; retry".into(),
             ),
         }
     }

@@ -50,6 +50,7 @@ impl Service {
 
 /// Builds the store, configuration and limiter the flags describe.
 pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
+    args.validate().map_err(anyhow::Error::msg)?;
     let http = HttpLimits::from_args(&args.http)?;
     let seed = args.config.as_deref().map(read_config_file).transpose()?;
     let mut background: Vec<Box<dyn std::any::Any + Send>> = Vec::new();

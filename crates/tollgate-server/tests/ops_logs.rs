@@ -1,4 +1,4 @@
-//! Request logging: one debug line per request with its id, warn on failures, the id echoed in
+//! Request logging: one line per request with its id (client errors at debug), the id echoed in
 //! `X-Request-Id`, and the admin token never in the log.
 
 mod support;
@@ -132,10 +132,12 @@ async fn every_request_logged_with_its_id_and_failures_at_warn() {
     assert_eq!(ok[0]["fields"]["status"], 200);
     assert!(ok[0]["fields"]["latency_ms"].as_f64().unwrap() >= 0.0);
     assert!(find("client-id_42.a:b", "WARN").is_empty());
-    assert_eq!(find(failed_id, "DEBUG").len(), 1);
-    let warned = find(failed_id, "WARN");
-    assert_eq!(warned.len(), 1, "{lines:#?}");
-    assert_eq!(warned[0]["fields"]["status"], 400);
+    // A client error is logged once, at debug, with its code (issue 12 item 11).
+    let failed = find(failed_id, "DEBUG");
+    assert_eq!(failed.len(), 1, "{lines:#?}");
+    assert_eq!(failed[0]["fields"]["status"], 400);
+    assert_eq!(failed[0]["fields"]["error"], "invalid_json");
+    assert!(find(failed_id, "WARN").is_empty(), "{lines:#?}");
     assert_eq!(find(denied_id, "DEBUG").len(), 2);
     assert!(
         find(denied_id, "WARN").is_empty(),

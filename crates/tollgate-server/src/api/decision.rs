@@ -15,6 +15,7 @@ use crate::state::AppState;
 /// A decision request. `max_requests` and `window_duration_seconds` go together and are used only
 /// when no client or action limit is configured.
 #[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CheckBody {
     tenant_id: String,
     client_id: String,
@@ -130,7 +131,12 @@ pub async fn check_and_consume(
     state
         .metrics()
         .record_decision(&body.tenant_id, &result, started);
-    let decision = result?;
+    // With --on-store-error allow a store outage fails open, so an error here means deny.
+    let decision = result.map_err(|e| {
+        ApiError::from(e).with_store_context(
+            "the service is configured to refuse decisions on store errors (--on-store-error deny); retry after the Retry-After delay",
+        )
+    })?;
     let limit = decision.limit;
     let queue_wait_ms = decision.waited.as_micros() as f64 / 1000.0;
     let (status_code, body, reset_in, retry_in) = match decision.outcome {
@@ -238,7 +244,15 @@ pub async fn status(
     credential.check(&state, &tenant)?;
     let requested = requested_limit(q.max_requests, q.window_duration_seconds)?;
     let key = RateKey::new(&tenant, &client, &action);
-    let (v, limit, source) = state.limiter().status(key, requested).await?;
+    let (v, limit, source) = state
+        .limiter()
+        .status(key, requested)
+        .await
+        .map_err(|e| {
+            ApiError::from(e).with_store_context(
+                "status reads the store and cannot answer until it is back; meanwhile decisions follow --on-store-error (allow, the default: admitted uncounted as fail_open; deny: refused with 503)",
+            )
+        })?;
     let body = StatusBody {
         tenant_id: &tenant,
         client_id: &client,
