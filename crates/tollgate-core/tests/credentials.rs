@@ -122,3 +122,31 @@ async fn invalid_or_duplicate_keys_are_refused() {
         "{problems:?}"
     );
 }
+
+/// A reloaded file (`Change::ReplaceAll`) that lists no keys for a tenant keeps the keys the
+/// tenant holds, decided under the writer lock against the configuration in force; keys a file
+/// does list replace the tenant's.
+#[tokio::test]
+async fn a_replacement_keeps_keys_it_does_not_list() {
+    let cm = ConfigManager::in_memory(ConfigDocument::default()).unwrap();
+    let a = add(&cm, "alpha", "svc-a").await;
+    let b = add(&cm, "beta", "svc-b").await;
+    let mut file: ConfigDocument =
+        toml::from_str("[tenants.alpha]\nweight = 3\n[tenants.gamma]\nweight = 2\n").unwrap();
+    let replacement = issue("from-file", 1_700_000_000).unwrap();
+    file.tenants
+        .entry("beta".into())
+        .or_default()
+        .api_keys
+        .insert(replacement.key_id.clone(), replacement.record.clone());
+    cm.apply(Change::ReplaceAll(file)).await.unwrap();
+    let snap = cm.snapshot();
+    assert_eq!(snap.tenants["alpha"].weight, 3, "the file applied");
+    assert_eq!(authorize(&snap, "alpha", a.key()), Access::Granted, "kept");
+    assert_eq!(
+        authorize(&snap, "beta", b.key()),
+        Access::Unauthenticated,
+        "replaced by the file's key"
+    );
+    assert_eq!(authorize(&snap, "beta", replacement.key()), Access::Granted);
+}

@@ -3,13 +3,14 @@
 //! The file is applied as one [`Change::ReplaceAll`]: a decision sees either the old
 //! configuration or the new one, never a mix. The file is authoritative when reloaded — limits,
 //! weights and global settings changed through the API since are replaced by what the file says
-//! (and persisted, so every instance and a restart agree). Tenant API keys are the exception: see
-//! [`keep_api_keys`]. A file that cannot be read or parsed, or
+//! (and persisted, so every instance and a restart agree). Tenant API keys are the exception: a
+//! tenant whose entry in the file lists none keeps its keys (see `Change::ReplaceAll`). A file
+//! that cannot be read or parsed, or
 //! that fails validation, changes nothing; its problems are logged at warn with their locations.
 
 use std::path::{Path, PathBuf};
 
-use tollgate_core::config::{Change, ConfigDocument};
+use tollgate_core::config::Change;
 
 use crate::server::read_config_file;
 use crate::state::AppState;
@@ -23,7 +24,7 @@ pub async fn reload_config_file(state: &AppState, path: &Path) -> anyhow::Result
     let result = match parsed {
         Ok(doc) => state
             .limiter()
-            .update_config(Change::ReplaceAll(keep_api_keys(state, doc)))
+            .update_config(Change::ReplaceAll(doc))
             .await
             .map(|snap| snap.version)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
@@ -31,23 +32,6 @@ pub async fn reload_config_file(state: &AppState, path: &Path) -> anyhow::Result
     };
     state.metrics().record_reload(result.is_ok());
     result
-}
-
-/// Tenant API keys are issued and revoked through the API and a file rarely lists them: a tenant
-/// whose entry in the file has no `api_keys` keeps the keys it holds now, so a reload does not
-/// lock every tenant out. Keys listed in the file replace that tenant's keys.
-fn keep_api_keys(state: &AppState, mut doc: ConfigDocument) -> ConfigDocument {
-    let current = state.limiter().config().snapshot().to_document();
-    for (tenant, t) in current.tenants {
-        if t.api_keys.is_empty() {
-            continue;
-        }
-        let entry = doc.tenants.entry(tenant).or_default();
-        if entry.api_keys.is_empty() {
-            entry.api_keys = t.api_keys;
-        }
-    }
-    doc
 }
 
 /// Stops listening for SIGHUP when dropped.

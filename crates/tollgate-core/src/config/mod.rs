@@ -520,7 +520,25 @@ fn build(cur: &Snapshot, change: &Change) -> Result<Snapshot, ConfigError> {
             put(&mut next, tenant, t);
         }
         Change::ReplaceAll(doc) => {
-            next = Snapshot::from_document(doc).map_err(|p| ConfigError::Invalid(join(&p)))?;
+            // Tenant API keys are issued and revoked through the API and a file rarely lists
+            // them: a tenant whose entry lists none keeps the keys it holds now, so a reload does
+            // not lock every tenant out. Done here, under the writer lock, so a key issued while a
+            // reload runs is kept too. Keys listed in the document replace that tenant's keys.
+            let mut doc = doc.clone();
+            for (tenant, t) in &cur.tenants {
+                if t.api_keys.is_empty() {
+                    continue;
+                }
+                let entry = doc.tenants.entry(tenant.clone()).or_default();
+                if entry.api_keys.is_empty() {
+                    entry.api_keys = t
+                        .api_keys
+                        .iter()
+                        .map(|(k, r)| (k.clone(), r.clone()))
+                        .collect();
+                }
+            }
+            next = Snapshot::from_document(&doc).map_err(|p| ConfigError::Invalid(join(&p)))?;
         }
         Change::AddApiKey {
             tenant,
