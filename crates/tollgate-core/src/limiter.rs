@@ -110,18 +110,6 @@ impl Limiter {
         self
     }
 
-    /// Under [`UnknownTenantPolicy::Deny`], refuses a tenant with no configuration entry. No I/O,
-    /// and nothing at all under the default policy.
-    fn check_known_tenant(&self, key: RateKey<'_>) -> Result<(), LimitError> {
-        if self.unknown_tenants == UnknownTenantPolicy::Deny {
-            key.validate()?;
-            if !self.config.snapshot().tenants.contains_key(key.tenant) {
-                return Err(LimitError::UnknownTenant);
-            }
-        }
-        Ok(())
-    }
-
     pub fn config(&self) -> &ConfigManager {
         &self.config
     }
@@ -135,7 +123,8 @@ impl Limiter {
     }
 
     /// Resolves the limit for `key`, the tenant's weight and its bounds on state, and checks the
-    /// ids and a request-supplied window against the tenant's cap; no I/O, one tenant lookup.
+    /// ids, the unknown-tenant policy and a request-supplied window against the tenant's cap; no
+    /// I/O, one tenant lookup.
     fn resolve(
         &self,
         key: RateKey<'_>,
@@ -145,6 +134,10 @@ impl Limiter {
         let snap = self.config.snapshot();
         let g = &snap.global;
         let tenant = snap.tenants.get(key.tenant).map(|t| &**t);
+        // Under `Deny`, a tenant with no configuration entry is refused before anything else.
+        if tenant.is_none() && self.unknown_tenants == UnknownTenantPolicy::Deny {
+            return Err(LimitError::UnknownTenant);
+        }
         let (limit, source) = Snapshot::resolve_in(tenant, key.client, key.action, requested)
             .ok_or(LimitError::NoLimit)?;
         let (weight, bounds, max_window) = match tenant {
@@ -188,7 +181,6 @@ impl Limiter {
         &self,
         req: DecisionRequest<'_>,
     ) -> Result<Decision, LimitError> {
-        self.check_known_tenant(req.key)?;
         let (limit, source, weight, bounds) = self.resolve(req.key, req.requested)?;
         validate_cost(req.cost, &limit)?;
         let permit = self.load.acquire(req.key.tenant, weight).await?;
@@ -221,7 +213,6 @@ impl Limiter {
         key: RateKey<'_>,
         requested: Option<Limit>,
     ) -> Result<(Verdict, Limit, LimitSource), LimitError> {
-        self.check_known_tenant(key)?;
         let (limit, source, _, _) = self.resolve(key, requested)?;
         let v = self.store.status(key, limit).await?;
         Ok((v, limit, source))

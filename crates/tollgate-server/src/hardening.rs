@@ -203,6 +203,11 @@ async fn collect_body(mut body: Body, limits: BodyLimits) -> Result<Collected, A
                 buf.extend_from_slice(&data[..MAX_BODY_BYTES + 1 - buf.len()]);
                 return Ok(Collected::OverLimit(Bytes::from(buf)));
             }
+            // The common case on the decision path: the whole body in one frame. Hand that
+            // frame on as it is instead of copying it into a buffer.
+            if buf.is_empty() && body.is_end_stream() {
+                return Ok(Collected::Whole(data));
+            }
             buf.extend_from_slice(&data);
         }
         if body.is_end_stream() {
