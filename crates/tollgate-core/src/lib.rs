@@ -3,6 +3,7 @@
 //! - [`clock`] — time sources (system, manual for tests, skewed).
 //! - [`limit`] — limits, ids, costs, the injective key, and their validation.
 //! - [`window`] — the exact sliding-window log of one key.
+//! - [`policy`] — the limits of one key, their algorithms, and the store call deciding under them.
 //! - [`store`] — the `Store` trait (one atomic check-and-consume), the in-memory store, and the
 //!   Redis store (one Lua script per decision) with its circuit breaker.
 //! - [`redis_conn`] — one connection type over a Redis node or a Redis Cluster.
@@ -19,6 +20,7 @@ pub mod credentials;
 pub mod limit;
 pub mod limiter;
 pub mod load;
+pub mod policy;
 pub mod redis_conn;
 pub mod store;
 pub mod window;

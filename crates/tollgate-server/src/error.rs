@@ -229,6 +229,8 @@ impl From<StoreError> for ApiError {
             StoreError::Corrupt { .. } => ApiError::StoreUnavailable(
                 "the stored state of this rate-limit key was corrupt and has been reset, so this request could not be answered; retry".into(),
             ),
+            // A feature the configured store lacks is the service's fault, not the client's.
+            StoreError::Unsupported(_) => ApiError::Internal(e.to_string()),
         }
     }
 }

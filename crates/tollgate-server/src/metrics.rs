@@ -378,7 +378,7 @@ impl Metrics {
                 self.store_key_budget.increment(1)
             }
             Some(StoreError::Corrupt { .. }) => self.store_corrupt.increment(1),
-            None => {}
+            Some(StoreError::Unsupported(_)) | None => {}
         }
     }
 
@@ -549,6 +549,21 @@ impl Store for InstrumentedStore {
             started,
             r.as_ref().err(),
         );
+        r
+    }
+
+    async fn apply(
+        &self,
+        op: tollgate_core::policy::Op,
+        items: &[tollgate_core::policy::PolicyItem<'_>],
+    ) -> Result<tollgate_core::policy::PolicyVerdict, StoreError> {
+        let started = Instant::now();
+        let r = self.inner.apply(op, items).await;
+        let hist = match op {
+            tollgate_core::policy::Op::Status => &self.metrics.store_status_duration,
+            _ => &self.metrics.store_check_duration,
+        };
+        self.metrics.record_store(hist, started, r.as_ref().err());
         r
     }
 

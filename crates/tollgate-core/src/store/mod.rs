@@ -9,6 +9,7 @@ pub mod redis;
 use async_trait::async_trait;
 
 use crate::limit::{Limit, RateKey};
+use crate::policy::{Algorithm, ItemVerdict, LimitVerdict, Op, PolicyItem, PolicyVerdict};
 use crate::window::Verdict;
 
 pub use memory::MemoryStore;
@@ -31,6 +32,9 @@ pub enum StoreError {
     /// other tenants are unaffected.
     #[error("{0}")]
     TenantKeyBudget(KeyRefusal),
+    /// The store cannot do what the call asks (a policy feature it does not implement).
+    #[error("this store does not support {0}")]
+    Unsupported(String),
 }
 
 /// The bounds on one tenant's state that a consuming call is made under, resolved by the limiter
@@ -152,6 +156,54 @@ pub trait Store: Send + Sync + 'static {
 
     /// Reports the key's usage under `limit` without consuming anything.
     async fn status(&self, key: RateKey<'_>, limit: Limit) -> Result<Verdict, StoreError>;
+
+    /// Applies `op` to every item under its whole policy, atomically: for `Consume`, either every
+    /// item's non-shadow limits allow and all of them consume, or nothing is consumed (see the
+    /// README's "Policies"). On Redis Cluster, items whose keys live in different slots cannot
+    /// share a script; the store then decides them one by one and never over-admits.
+    ///
+    /// The default covers only what the seed had (one item, one sliding-log limit, consume or
+    /// status) by delegating to the methods above; stores override it for the rest, and every
+    /// wrapper around a store must forward it.
+    async fn apply(&self, op: Op, items: &[PolicyItem<'_>]) -> Result<PolicyVerdict, StoreError> {
+        let [item] = items else {
+            return Err(StoreError::Unsupported("several keys in one call".into()));
+        };
+        let [pl] = &*item.policy.limits else {
+            return Err(StoreError::Unsupported("several limits on one key".into()));
+        };
+        if pl.algorithm != Algorithm::SlidingLog || item.is_shadow(0) {
+            return Err(StoreError::Unsupported(format!(
+                "algorithm {} or shadow limits",
+                pl.algorithm.as_str()
+            )));
+        }
+        let v = match op {
+            Op::Consume => {
+                self.check_and_consume_bounded(item.key, pl.limit, item.cost, item.bounds)
+                    .await?
+            }
+            Op::Status => self.status(item.key, pl.limit).await?,
+            Op::Report | Op::Refund => {
+                return Err(StoreError::Unsupported("report and refund".into()))
+            }
+        };
+        let lv = LimitVerdict {
+            allowed: v.allowed,
+            remaining: v.remaining(&pl.limit),
+            reset_at: v.reset_at,
+            retry_at: v.retry_at,
+        };
+        Ok(PolicyVerdict {
+            allowed: v.allowed,
+            now: v.now,
+            items: smallvec::smallvec![ItemVerdict {
+                allowed: v.allowed,
+                limits: smallvec::smallvec![lv],
+                shadow_denied: None,
+            }],
+        })
+    }
 
     /// Whether the backend is reachable right now (cheap; no I/O for the memory store).
     fn is_healthy(&self) -> bool {
