@@ -111,7 +111,11 @@ async fn subscribe_forever(urls: Vec<String>, channel: String, tx: tokio::sync::
     for url in urls.iter().cycle() {
         match subscribe_once(url, &channel, &tx).await {
             Ok(()) => tracing::debug!("configuration subscription ended; resubscribing"),
-            Err(e) => tracing::debug!(error = %e, url, "configuration subscription failed"),
+            Err(e) => tracing::debug!(
+                error = %e,
+                url = %crate::startup_log::redact_redis_url(url),
+                "configuration subscription failed"
+            ),
         }
         // The poller covers the gap; no need to hammer a Redis that is down.
         tokio::time::sleep(POLL_INTERVAL).await;

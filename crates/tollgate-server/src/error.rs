@@ -30,6 +30,8 @@ pub enum ApiError {
     UriTooLong,
     /// The request head has more header fields or bytes than the service accepts.
     HeadersTooLarge,
+    /// A configuration write while `--config FILE` is the source of truth; holds the path.
+    ConfigManagedByFile(String),
     /// The request did not complete within the per-request timeout.
     RequestTimeout,
     /// The request body did not arrive within `--body-timeout` or at `--body-min-rate`.
@@ -43,7 +45,8 @@ pub enum ApiError {
 #[schema(as = Error)]
 pub struct ErrorBody<'a> {
     /// Machine-readable code: invalid_json, invalid_argument, no_limit, not_found,
-    /// method_not_allowed, unauthorized, forbidden, unknown_tenant, payload_too_large, uri_too_long, headers_too_large,
+    /// method_not_allowed, unauthorized, forbidden, unknown_tenant, config_managed_by_file,
+    /// payload_too_large, uri_too_long, headers_too_large,
     /// tenant_queue_full, queue_timeout, shutting_down, store_unavailable, key_budget_exhausted,
     /// request_timeout, body_timeout, internal.
     error: &'a str,
@@ -69,6 +72,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::UnknownTenant(_) => "unknown_tenant",
+            ApiError::ConfigManagedByFile(_) => "config_managed_by_file",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::Shed(Shed::QueueFull) => "tenant_queue_full",
             ApiError::Shed(Shed::Timeout) => "queue_timeout",
@@ -92,6 +96,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::UnknownTenant(_) => StatusCode::FORBIDDEN,
+            ApiError::ConfigManagedByFile(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Shed(_) | ApiError::StoreUnavailable(_) | ApiError::KeyBudgetExhausted(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -119,6 +124,9 @@ impl ApiError {
                 "this path does not accept that HTTP method; see the API reference in the README"
                     .into()
             }
+            ApiError::ConfigManagedByFile(path) => format!(
+                "the configuration is managed by the file {path} (--config), which is the source of truth: edit that file instead (it is applied within a few seconds of a change, or at once on SIGHUP). Reads, and issuing and revoking tenant API keys, stay allowed through the API"
+            ),
             ApiError::PayloadTooLarge => "request body exceeds the 64 KiB limit".into(),
             ApiError::UriTooLong => format!(
                 "request URI exceeds {} bytes; ids are at most 256 bytes each",

@@ -9,7 +9,9 @@
 //! - [`cli`] — flags and environment variables.
 //! - [`hardening`] — per-request timeout and size limits.
 //! - [`listen`] — the accept loop: connection cap, header deadline, graceful shutdown.
-//! - [`reload`] — applying the `--config` file again on SIGHUP.
+//! - [`config_file`] — `--config FILE` as the source of truth: applying it, finding changes.
+//! - [`reload`] — the task re-applying the `--config` file on SIGHUP and on changes on disk.
+//! - [`startup_log`] — the start-up summary line.
 //! - [`config_sync`] — redis mode: applying configuration changed by other instances.
 //! - [`server`] — building the service from flags, serving, graceful shutdown.
 #![forbid(unsafe_code)]
@@ -17,6 +19,7 @@
 pub mod access_log;
 pub mod api;
 pub mod cli;
+pub mod config_file;
 pub mod config_sync;
 pub mod error;
 pub mod extract;
@@ -25,4 +28,5 @@ pub mod listen;
 pub mod metrics;
 pub mod reload;
 pub mod server;
+pub mod startup_log;
 pub mod state;

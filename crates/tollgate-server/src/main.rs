@@ -96,6 +96,6 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr().unwrap_or(args.listen);
-    tracing::info!(%addr, store = ?args.store, "tollgate listening");
+    tollgate_server::startup_log::log(&args, addr);
     server::run(listener, service, server::shutdown_signal(), grace).await
 }

@@ -8,8 +8,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tollgate_core::clock::{Clock, SkewedClock, SystemClock};
 use tollgate_core::config::{
-    parse_toml, ConfigBackend, ConfigDocument, ConfigError, ConfigManager, FileBackend,
-    RedisConfigBackend,
+    ConfigBackend, ConfigError, ConfigManager, FileBackend, RedisConfigBackend,
 };
 use tollgate_core::redis_conn::RedisOptions;
 use tollgate_core::store::{MemoryStore, RedisStore, RedisStoreOptions, Store};
@@ -21,12 +20,7 @@ use crate::hardening::HttpLimits;
 use crate::metrics::{InstrumentedStore, Metrics};
 use crate::state::AppState;
 
-/// Reads and validates a `--config` file.
-pub fn read_config_file(path: &std::path::Path) -> anyhow::Result<ConfigDocument> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
-    parse_toml(path, &text).map_err(|e| anyhow::anyhow!("{e}"))
-}
+pub use crate::config_file::read_config_file;
 
 /// What `run` needs besides the listener: the built service and its background tasks.
 pub struct Service {
@@ -52,7 +46,10 @@ impl Service {
 pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
     args.validate().map_err(anyhow::Error::msg)?;
     let http = HttpLimits::from_args(&args.http)?;
-    let seed = args.config.as_deref().map(read_config_file).transpose()?;
+    // Refuse a broken file before connecting to anything.
+    if let Some(path) = &args.config {
+        read_config_file(path)?;
+    }
     let mut background: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
     let clock: Arc<dyn Clock> = if args.clock_offset_ms == 0 {
         Arc::new(SystemClock)
@@ -94,7 +91,14 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
                 },
             )
             .await
-            .map_err(|e| anyhow::anyhow!("{e} (--redis-url {})", args.redis_url.join(",")))?;
+            .map_err(|e| {
+                let urls: Vec<String> = args
+                    .redis_url
+                    .iter()
+                    .map(|u| crate::startup_log::redact_redis_url(u))
+                    .collect();
+                anyhow::anyhow!("{e} (--redis-url {})", urls.join(","))
+            })?;
             let backend = Arc::new(RedisConfigBackend::new(
                 store.connection().clone(),
                 &args.redis_prefix,
@@ -104,7 +108,7 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
             (Arc::new(store), backend)
         }
     };
-    let config = open_config(backend, seed).await?;
+    let config = open_config(backend).await?;
     let policy = match args.on_store_error {
         OnStoreError::Allow => StoreErrorPolicy::Allow,
         OnStoreError::Deny => StoreErrorPolicy::Deny,
@@ -132,10 +136,24 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
         metrics,
         args.decision_auth,
     );
-    background.push(Box::new(crate::reload::reload_on_sighup(
-        state.clone(),
-        args.config.clone(),
-    )?));
+    let watch = match &args.config {
+        Some(path) => {
+            state.manage_config_by_file(path.clone());
+            tracing::info!(
+                file = %path.display(),
+                "configuration source: the --config file. It replaces the stored configuration now, is re-applied on SIGHUP and when it changes on disk; API configuration writes answer 409 config_managed_by_file"
+            );
+            Some(crate::config_file::FileWatch::start(&state, path.clone()).await?)
+        }
+        None => {
+            tracing::info!(
+                store = args.store.name(),
+                "configuration source: the API. Changes are persisted (data dir or Redis) and kept across restarts"
+            );
+            None
+        }
+    };
+    background.push(Box::new(crate::reload::reload_on_sighup(state.clone(), watch)?));
     Ok(Service {
         state,
         http,
@@ -143,15 +161,13 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
     })
 }
 
-/// Opens the stored configuration. Instances starting together over one Redis may race to store
-/// the initial one; the loser retries and adopts the winner's.
-async fn open_config(
-    backend: Arc<dyn ConfigBackend>,
-    seed: Option<ConfigDocument>,
-) -> anyhow::Result<ConfigManager> {
+/// Opens the stored configuration (a `--config` file is applied over it afterwards). Instances
+/// starting together over one Redis may race to store the initial one; the loser retries and
+/// adopts the winner's.
+async fn open_config(backend: Arc<dyn ConfigBackend>) -> anyhow::Result<ConfigManager> {
     let mut attempts = 0;
     loop {
-        match ConfigManager::open(backend.clone(), seed.clone()).await {
+        match ConfigManager::open(backend.clone(), None).await {
             Ok(c) => return Ok(c),
             Err(ConfigError::Conflict { .. }) if attempts < 3 => attempts += 1,
             Err(e) => return Err(anyhow::anyhow!("{e}")),

@@ -1,7 +1,8 @@
 //! State shared by all handlers.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tollgate_core::Limiter;
 
@@ -24,6 +25,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Who may call the decision API.
     pub decision_auth: DecisionAuth,
+    /// Set with `--config`: the file is the source of truth and API config writes answer 409.
+    config_file: OnceLock<PathBuf>,
 }
 
 impl AppState {
@@ -54,6 +57,7 @@ impl AppState {
                 admin_token,
                 metrics,
                 decision_auth,
+                config_file: OnceLock::new(),
             }),
         }
     }
@@ -64,6 +68,17 @@ impl AppState {
 
     pub fn limiter(&self) -> &Limiter {
         &self.inner.limiter
+    }
+
+    /// Makes `path` the source of truth for the configuration (see `crate::config_file`); set
+    /// once, at start-up, before serving.
+    pub fn manage_config_by_file(&self, path: PathBuf) {
+        let _ = self.inner.config_file.set(path);
+    }
+
+    /// The `--config` file when it is the source of truth; `None` when the API is.
+    pub fn config_file(&self) -> Option<&Path> {
+        self.inner.config_file.get().map(PathBuf::as_path)
     }
 
     pub fn begin_drain(&self) {

@@ -110,6 +110,11 @@ pub enum Change {
         tenant: String,
         key_id: String,
     },
+    /// Remove all of `tenant`'s limits (action and client), its weight and its bounds on state;
+    /// its API keys stay (they are revoked one by one). `NotFound` when there is nothing of that.
+    DeleteTenant { tenant: String },
+    /// Put `tenant`'s weight back to the default (1); `NotFound` when it has none of its own.
+    ResetWeight { tenant: String },
 }
 
 /// A partial update of a tenant's settings: `None` keeps a value as it is; for the bounds on
@@ -573,6 +578,30 @@ fn build(cur: &Snapshot, change: &Change) -> Result<Snapshot, ConfigError> {
             }
             put(&mut next, tenant, t);
             next.key_owners.remove(key_id);
+        }
+        Change::DeleteTenant { tenant } => {
+            let t = tenant_mut(&mut next, tenant)?;
+            let kept = TenantLimits {
+                weight: 1,
+                api_keys: t.api_keys.clone(),
+                ..Default::default()
+            };
+            if kept == t {
+                return Err(ConfigError::NotFound(format!(
+                    "tenant '{tenant}' has no limits, weight or settings of its own"
+                )));
+            }
+            put(&mut next, tenant, kept);
+        }
+        Change::ResetWeight { tenant } => {
+            let mut t = tenant_mut(&mut next, tenant)?;
+            if t.weight == 1 {
+                return Err(ConfigError::NotFound(format!(
+                    "tenant '{tenant}' has no weight of its own (the default is 1)"
+                )));
+            }
+            t.weight = 1;
+            put(&mut next, tenant, t);
         }
     }
     Ok(next)

@@ -1,6 +1,7 @@
 //! `/api/config*`: read and change limits, weights and global settings at runtime.
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -11,6 +12,22 @@ use tollgate_core::Limit;
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
 use crate::state::AppState;
+
+/// Admits a configuration write only while the API is the source of truth. Listed first among a
+/// write handler's arguments, so with `--config FILE` every write answers 409
+/// `config_managed_by_file`, whatever its path or body.
+pub struct ConfigWrite;
+
+impl FromRequestParts<AppState> for ConfigWrite {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match state.config_file() {
+            Some(path) => Err(ApiError::ConfigManagedByFile(path.display().to_string())),
+            None => Ok(ConfigWrite),
+        }
+    }
+}
 
 fn id(field: &str, value: &str) -> Result<(), ApiError> {
     validate_id(field, value).map_err(|e| ApiError::InvalidArgument(e.0))
@@ -74,12 +91,14 @@ pub struct GlobalBody {
         (status = 200, description = "Applied", body = super::schema::GlobalUpdated),
         (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
         (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 409, description = "config_managed_by_file: --config FILE is the source of truth; edit the file instead", body = crate::error::ErrorBody),
         (status = 413, description = "payload_too_large: body over 64 KiB", body = crate::error::ErrorBody),
         (status = 500, description = "internal: the stored configuration is unreadable", body = crate::error::ErrorBody),
         (status = 503, description = "store_unavailable: the configuration store (data dir or Redis) could not be written and nothing changed; or request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
     )
 )]
 pub async fn put_global(
+    _: ConfigWrite,
     State(state): State<AppState>,
     Json(body): Json<GlobalBody>,
 ) -> Result<Response, ApiError> {
@@ -183,12 +202,14 @@ fn limit_json(l: &Limit) -> serde_json::Value {
         (status = 200, description = "Applied", body = super::schema::ActionUpdated),
         (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
         (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 409, description = "config_managed_by_file: --config FILE is the source of truth; edit the file instead", body = crate::error::ErrorBody),
         (status = 413, description = "payload_too_large: body over 64 KiB", body = crate::error::ErrorBody),
         (status = 500, description = "internal: the stored configuration is unreadable", body = crate::error::ErrorBody),
         (status = 503, description = "store_unavailable: the configuration store (data dir or Redis) could not be written and nothing changed; or request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
     )
 )]
 pub async fn put_action(
+    _: ConfigWrite,
     State(state): State<AppState>,
     Path((tenant, action)): Path<(String, String)>,
     Json(body): Json<LimitBody>,
@@ -224,12 +245,14 @@ pub async fn put_action(
         (status = 200, description = "Applied", body = super::schema::ActionDeleted),
         (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
         (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 409, description = "config_managed_by_file: --config FILE is the source of truth; edit the file instead", body = crate::error::ErrorBody),
         (status = 404, description = "not_found: nothing to delete", body = crate::error::ErrorBody),
         (status = 500, description = "internal: the stored configuration is unreadable", body = crate::error::ErrorBody),
         (status = 503, description = "store_unavailable: the configuration store (data dir or Redis) could not be written and nothing changed; or request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
     )
 )]
 pub async fn delete_action(
+    _: ConfigWrite,
     State(state): State<AppState>,
     Path((tenant, action)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -262,12 +285,14 @@ pub async fn delete_action(
         (status = 200, description = "Applied", body = super::schema::ClientUpdated),
         (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
         (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 409, description = "config_managed_by_file: --config FILE is the source of truth; edit the file instead", body = crate::error::ErrorBody),
         (status = 413, description = "payload_too_large: body over 64 KiB", body = crate::error::ErrorBody),
         (status = 500, description = "internal: the stored configuration is unreadable", body = crate::error::ErrorBody),
         (status = 503, description = "store_unavailable: the configuration store (data dir or Redis) could not be written and nothing changed; or request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
     )
 )]
 pub async fn put_client(
+    _: ConfigWrite,
     State(state): State<AppState>,
     Path((tenant, client, action)): Path<(String, String, String)>,
     Json(body): Json<LimitBody>,
@@ -306,12 +331,14 @@ pub async fn put_client(
         (status = 200, description = "Applied", body = super::schema::ClientDeleted),
         (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
         (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 409, description = "config_managed_by_file: --config FILE is the source of truth; edit the file instead", body = crate::error::ErrorBody),
         (status = 404, description = "not_found: nothing to delete", body = crate::error::ErrorBody),
         (status = 500, description = "internal: the stored configuration is unreadable", body = crate::error::ErrorBody),
         (status = 503, description = "store_unavailable: the configuration store (data dir or Redis) could not be written and nothing changed; or request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
     )
 )]
 pub async fn delete_client(
+    _: ConfigWrite,
     State(state): State<AppState>,
     Path((tenant, client, action)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
@@ -354,12 +381,14 @@ pub struct WeightBody {
         (status = 200, description = "Applied", body = super::schema::WeightUpdated),
         (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
         (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 409, description = "config_managed_by_file: --config FILE is the source of truth; edit the file instead", body = crate::error::ErrorBody),
         (status = 413, description = "payload_too_large: body over 64 KiB", body = crate::error::ErrorBody),
         (status = 500, description = "internal: the stored configuration is unreadable", body = crate::error::ErrorBody),
         (status = 503, description = "store_unavailable: the configuration store (data dir or Redis) could not be written and nothing changed; or request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
     )
 )]
 pub async fn put_weight(
+    _: ConfigWrite,
     State(state): State<AppState>,
     Path(tenant): Path<String>,
     Json(body): Json<WeightBody>,
@@ -425,12 +454,14 @@ pub struct TenantSettingsBody {
         (status = 200, description = "Applied", body = super::schema::TenantSettingsUpdated),
         (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
         (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 409, description = "config_managed_by_file: --config FILE is the source of truth; edit the file instead", body = crate::error::ErrorBody),
         (status = 413, description = "payload_too_large: body over 64 KiB", body = crate::error::ErrorBody),
         (status = 500, description = "internal: the stored configuration is unreadable", body = crate::error::ErrorBody),
         (status = 503, description = "store_unavailable: the configuration store (data dir or Redis) could not be written and nothing changed; or request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
     )
 )]
 pub async fn put_settings(
+    _: ConfigWrite,
     State(state): State<AppState>,
     Path(tenant): Path<String>,
     Json(body): Json<TenantSettingsBody>,
@@ -454,6 +485,98 @@ pub async fn put_settings(
         "tenant_id": tenant,
         "weight": weight,
         "state_bounds": state_bounds(&snap, &tenant),
+        "version": snap.version,
+    }))
+    .into_response())
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/config/tenant/{tenant}",
+    tag = "configuration",
+    security(("admin_token" = [])),
+    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8")),
+    responses(
+        (status = 200, description = "Removed the tenant's limits, weight and bounds on state; its API keys stay", body = super::schema::TenantDeleted),
+        (status = 400, description = "invalid_argument: a malformed tenant id", body = crate::error::ErrorBody),
+        (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 404, description = "not_found: the tenant has no limits, weight or settings of its own", body = crate::error::ErrorBody),
+        (status = 409, description = "config_managed_by_file: --config FILE is the source of truth; edit the file instead", body = crate::error::ErrorBody),
+        (status = 500, description = "internal: the stored configuration is unreadable", body = crate::error::ErrorBody),
+        (status = 503, description = "store_unavailable: the configuration store (data dir or Redis) could not be written and nothing changed; or request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
+    )
+)]
+pub async fn delete_tenant(
+    _: ConfigWrite,
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    id("tenant_id", &tenant)?;
+    // What was removed is read just before the change; only another admin's change to this
+    // tenant in between (API mode) could make the report differ from what the change removed.
+    let before = state.limiter().config().snapshot_arc();
+    let snap = state
+        .limiter()
+        .update_config(Change::DeleteTenant {
+            tenant: tenant.clone(),
+        })
+        .await?;
+    let mut removed = before.tenant_document(&tenant);
+    let api_keys_kept = removed.api_keys.len();
+    removed.api_keys.clear();
+    Ok(axum::Json(json!({
+        "status": "deleted",
+        "tenant_id": tenant,
+        "removed": {
+            "weight": removed.weight,
+            "actions": removed.actions,
+            "clients": removed.clients,
+            "state_bound_overrides": {
+                "max_keys": removed.max_keys,
+                "new_keys_per_second": removed.new_keys_per_second,
+                "max_request_window_seconds": removed.max_request_window_seconds,
+            },
+        },
+        "api_keys_kept": api_keys_kept,
+        "version": snap.version,
+    }))
+    .into_response())
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/config/tenant/{tenant}/weight",
+    tag = "configuration",
+    security(("admin_token" = [])),
+    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8")),
+    responses(
+        (status = 200, description = "The tenant's weight is back to the default, 1", body = super::schema::WeightDeleted),
+        (status = 400, description = "invalid_argument: a malformed tenant id", body = crate::error::ErrorBody),
+        (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 404, description = "not_found: the tenant has no weight of its own", body = crate::error::ErrorBody),
+        (status = 409, description = "config_managed_by_file: --config FILE is the source of truth; edit the file instead", body = crate::error::ErrorBody),
+        (status = 500, description = "internal: the stored configuration is unreadable", body = crate::error::ErrorBody),
+        (status = 503, description = "store_unavailable: the configuration store (data dir or Redis) could not be written and nothing changed; or request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
+    )
+)]
+pub async fn delete_weight(
+    _: ConfigWrite,
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    id("tenant_id", &tenant)?;
+    let before = state.limiter().config().snapshot_arc();
+    let snap = state
+        .limiter()
+        .update_config(Change::ResetWeight {
+            tenant: tenant.clone(),
+        })
+        .await?;
+    Ok(axum::Json(json!({
+        "status": "deleted",
+        "tenant_id": tenant,
+        "removed_weight": before.tenant_document(&tenant).weight,
+        "weight": 1,
         "version": snap.version,
     }))
     .into_response())

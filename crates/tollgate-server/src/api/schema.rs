@@ -185,6 +185,41 @@ pub struct ClientDeleted {
     pub version: u64,
 }
 
+/// What `DELETE /api/config/tenant/{tenant}` removed.
+#[derive(ToSchema)]
+pub struct TenantRemoved {
+    /// The weight the tenant had (1 when it had none of its own).
+    pub weight: u32,
+    pub actions: BTreeMap<String, LimitSpecSchema>,
+    pub clients: BTreeMap<String, BTreeMap<String, LimitSpecSchema>>,
+    pub state_bound_overrides: StateBoundOverrides,
+}
+
+/// `DELETE /api/config/tenant/{tenant}`.
+#[derive(ToSchema)]
+pub struct TenantDeleted {
+    /// `deleted`.
+    pub status: String,
+    pub tenant_id: String,
+    pub removed: TenantRemoved,
+    /// The tenant's API keys, which stay (revoke them with `DELETE .../keys/{key_id}`).
+    pub api_keys_kept: u64,
+    pub version: u64,
+}
+
+/// `DELETE /api/config/tenant/{tenant}/weight`.
+#[derive(ToSchema)]
+pub struct WeightDeleted {
+    /// `deleted`.
+    pub status: String,
+    pub tenant_id: String,
+    /// The weight the tenant had.
+    pub removed_weight: u32,
+    /// The weight now: the default, 1.
+    pub weight: u32,
+    pub version: u64,
+}
+
 /// `GET /api/health`. While draining only `status` is present.
 #[derive(ToSchema)]
 pub struct HealthBody {
