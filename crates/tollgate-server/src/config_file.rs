@@ -30,8 +30,8 @@ pub const SETTLE: Duration = Duration::from_millis(200);
 
 /// Reads and validates a `--config` file.
 pub fn read_config_file(path: &Path) -> anyhow::Result<ConfigDocument> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
     parse(path, &bytes)
 }
 
@@ -93,7 +93,11 @@ fn already_in_force(cur: &Snapshot, file: &ConfigDocument) -> bool {
     // Keys the file does not list are carried over by the replacement, so they do not count as a
     // difference; a tenant that holds nothing else is then no difference either.
     for (name, t) in ours.tenants.iter_mut() {
-        if wanted.tenants.get(name).is_none_or(|w| w.api_keys.is_empty()) {
+        if wanted
+            .tenants
+            .get(name)
+            .is_none_or(|w| w.api_keys.is_empty())
+        {
             t.api_keys.clear();
         }
     }
@@ -253,7 +257,7 @@ impl FileWatch {
                 }
                 tracing::warn!(
                     file = %self.path.display(),
-                    trigger = trigger.name(),
+                    trigger = %trigger.name(),
                     problems = %format!("{e:#}"),
                     "configuration reload rejected; the running configuration is unchanged"
                 );
@@ -263,8 +267,10 @@ impl FileWatch {
 }
 
 async fn read(path: &Path) -> Content {
-    tokio::fs::read(path)
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || std::fs::read(&owned))
         .await
+        .map_err(|e| format!("config reader task failed: {e}"))?
         .map_err(|e| format!("cannot read config file {}: {e}", path.display()))
 }
 
@@ -272,13 +278,16 @@ fn log_applied(path: &Path, trigger: Trigger, applied: &Applied) {
     match applied {
         Applied::Unchanged { version } => tracing::info!(
             file = %path.display(),
-            trigger = trigger.name(),
+            trigger = %trigger.name(),
             version,
             "configuration file applied: the configuration in force already matches it"
         ),
-        Applied::Replaced { version, changes: c } => tracing::info!(
+        Applied::Replaced {
+            version,
+            changes: c,
+        } => tracing::info!(
             file = %path.display(),
-            trigger = trigger.name(),
+            trigger = %trigger.name(),
             version,
             global_changed = c.global_changed,
             tenants_added = c.tenants_added,

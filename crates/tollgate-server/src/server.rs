@@ -153,7 +153,10 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
             None
         }
     };
-    background.push(Box::new(crate::reload::reload_on_sighup(state.clone(), watch)?));
+    background.push(Box::new(crate::reload::reload_on_sighup(
+        state.clone(),
+        watch,
+    )?));
     Ok(Service {
         state,
         http,

@@ -45,32 +45,31 @@ fn flag<T: ValueEnum>(value: T) -> String {
 /// to the network.
 pub fn log(args: &RunArgs, addr: SocketAddr) {
     let redis = match args.store {
-        StoreKind::Redis => args
-            .redis_url
-            .iter()
-            .map(|u| redact_redis_url(u))
-            .collect::<Vec<_>>()
-            .join(","),
-        StoreKind::Memory => String::new(),
+        StoreKind::Redis => Some(
+            args.redis_url
+                .iter()
+                .map(|u| redact_redis_url(u))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        StoreKind::Memory => None,
     };
     // Where the configuration lives between runs.
     let persisted = match args.store {
         StoreKind::Memory => format!("data dir {}", args.data_dir.display()),
         StoreKind::Redis => format!("redis, key prefix {}", args.redis_prefix),
     };
-    let (config_source, config_file) = match &args.config {
-        Some(path) => ("file", path.display().to_string()),
-        None => ("api", String::new()),
-    };
+    let config_source = if args.config.is_some() { "file" } else { "api" };
+    let config_file = args.config.as_ref().map(|p| p.display().to_string());
     tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
+        version = %env!("CARGO_PKG_VERSION"),
         listen = %addr,
-        store = args.store.name(),
-        redis = %redis,
-        config_source,
-        config_file = %config_file,
+        store = %args.store.name(),
+        redis = redis.as_deref(),
+        config_source = %config_source,
+        config_file = config_file.as_deref(),
         config_persisted_in = %persisted,
-        admin_token = if args.admin_token.is_some() { "on" } else { "off" },
+        admin_token = %if args.admin_token.is_some() { "on" } else { "off" },
         on_store_error = %flag(args.on_store_error),
         unknown_tenants = %flag(args.unknown_tenants),
         decision_auth = %flag(args.decision_auth),

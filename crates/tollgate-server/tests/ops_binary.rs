@@ -116,7 +116,7 @@ async fn sighup_applies_valid_file_and_rejects_broken_one() {
 
     let c = get_config(&bin).await;
     assert_eq!(c["tenants"]["acme"]["actions"]["login"]["max_requests"], 5);
-    // A runtime change through the API, which the reload will replace.
+    // With --config the file is the source of truth: a runtime change through the API is refused.
     let r = client
         .put(bin.url("/api/config/tenant/beta/action/x"))
         .bearer_auth(TOKEN)
@@ -124,7 +124,7 @@ async fn sighup_applies_valid_file_and_rejects_broken_one() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(r.status(), 409);
     let before = get_config(&bin).await;
     let v_before = before["version"].as_u64().unwrap();
 
@@ -150,7 +150,7 @@ async fn sighup_applies_valid_file_and_rejects_broken_one() {
     );
     assert!(
         after["tenants"].get("beta").is_none(),
-        "the file replaces runtime changes: {after}"
+        "the refused change never happened: {after}"
     );
     // The next decision uses the new limit.
     let d: serde_json::Value = client

@@ -20,8 +20,10 @@ pub struct LimitSpec {
 #[serde(deny_unknown_fields)]
 pub struct GlobalSettings {
     /// Decisions allowed in flight at once; beyond it requests queue per tenant.
+    #[serde(default = "default_max_global_concurrent_requests")]
     pub max_global_concurrent_requests: u32,
     /// Requests allowed to wait per tenant; beyond it they are rejected at once.
+    #[serde(default = "default_max_tenant_queue_size")]
     pub max_tenant_queue_size: u32,
     /// How long a request may wait in its queue before it is answered `timeout`.
     #[serde(default = "default_queue_timeout_ms")]
@@ -87,6 +89,15 @@ pub const DEFAULT_NEW_KEYS_PER_SECOND: u64 = 1_000;
 pub const DEFAULT_MAX_REQUEST_WINDOW_SECONDS: u64 = crate::limit::MAX_WINDOW_SECONDS as u64;
 pub const MAX_KEYS_PER_TENANT: u64 = 1_000_000_000;
 pub const MAX_NEW_KEYS_PER_SECOND: u64 = 1_000_000_000;
+
+// Every global setting has a default, so a `[global]` table may give any subset of them.
+fn default_max_global_concurrent_requests() -> u32 {
+    GlobalSettings::default().max_global_concurrent_requests
+}
+
+fn default_max_tenant_queue_size() -> u32 {
+    GlobalSettings::default().max_tenant_queue_size
+}
 
 fn default_max_keys_per_tenant() -> u64 {
     DEFAULT_MAX_KEYS_PER_TENANT

@@ -112,9 +112,13 @@ pub enum Change {
     },
     /// Remove all of `tenant`'s limits (action and client), its weight and its bounds on state;
     /// its API keys stay (they are revoked one by one). `NotFound` when there is nothing of that.
-    DeleteTenant { tenant: String },
+    DeleteTenant {
+        tenant: String,
+    },
     /// Put `tenant`'s weight back to the default (1); `NotFound` when it has none of its own.
-    ResetWeight { tenant: String },
+    ResetWeight {
+        tenant: String,
+    },
 }
 
 /// A partial update of a tenant's settings: `None` keeps a value as it is; for the bounds on
