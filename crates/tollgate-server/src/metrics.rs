@@ -133,7 +133,7 @@ pub const CATALOG: &[(&str, &str, &str)] = &[
     (
         "tollgate_config_reloads_total",
         "counter",
-        "Config-file reloads (SIGHUP), by result (applied, rejected).",
+        "Config-file re-applications (SIGHUP or a change on disk) that changed the configuration or were rejected, by result (applied, rejected).",
     ),
     (
         "tollgate_build_info",

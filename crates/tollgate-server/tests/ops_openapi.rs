@@ -19,7 +19,9 @@ const EXPECTED: &[(&str, &str)] = &[
     ("get", "/api/config"),
     ("put", "/api/config/global"),
     ("get", "/api/config/tenant/{tenant}"),
+    ("delete", "/api/config/tenant/{tenant}"),
     ("put", "/api/config/tenant/{tenant}/weight"),
+    ("delete", "/api/config/tenant/{tenant}/weight"),
     ("put", "/api/config/tenant/{tenant}/settings"),
     ("put", "/api/config/tenant/{tenant}/action/{action}"),
     ("delete", "/api/config/tenant/{tenant}/action/{action}"),
@@ -164,9 +166,13 @@ async fn every_route_documented_and_every_documented_operation_routed() {
 
     let svc = service(Some(TOKEN));
     let auth = format!("Bearer {TOKEN}");
-    // PUTs and POSTs before DELETEs so every delete finds its target.
+    // PUTs and POSTs before DELETEs so every delete finds its target; the whole tenant last.
     let mut ordered: Vec<_> = documented.iter().collect();
-    ordered.sort_by_key(|(m, _)| if m == "delete" { 1 } else { 0 });
+    ordered.sort_by_key(|(m, p)| match (m.as_str(), p.as_str()) {
+        ("delete", "/api/config/tenant/{tenant}") => 2,
+        ("delete", _) => 1,
+        _ => 0,
+    });
     let mut key_id = String::new();
     for (method, path) in ordered {
         let (uri, body) = sample(method, path);
