@@ -82,6 +82,10 @@ pub struct RunArgs {
     /// Seconds to finish accepted requests after SIGTERM/SIGINT.
     #[arg(long, env = "TOLLGATE_SHUTDOWN_GRACE", default_value_t = 10.0)]
     pub shutdown_grace: f64,
+    /// Seconds to keep serving after SIGTERM/SIGINT with readiness already 503 `draining`, so
+    /// load balancers stop routing here before the listener closes (e.g. 5 under Kubernetes).
+    #[arg(long, env = "TOLLGATE_DRAIN_DELAY", default_value_t = 0.0)]
+    pub drain_delay: f64,
     /// Log line format.
     #[arg(long, env = "TOLLGATE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -12,6 +12,7 @@
 //! - [`reload`] — applying the `--config` file again on SIGHUP.
 //! - [`config_sync`] — redis mode: applying configuration changed by other instances.
 //! - [`server`] — building the service from flags, serving, graceful shutdown.
+//! - [`shutdown`] — drain delay and answering requests still running when the grace period ends.
 #![forbid(unsafe_code)]
 
 pub mod access_log;
@@ -25,4 +26,5 @@ pub mod listen;
 pub mod metrics;
 pub mod reload;
 pub mod server;
+pub mod shutdown;
 pub mod state;

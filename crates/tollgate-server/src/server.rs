@@ -33,6 +33,9 @@ pub struct Service {
     pub state: AppState,
     /// Connection and request limits from the flags.
     pub http: HttpLimits,
+    /// After the shutdown signal: how long to keep serving with readiness 503 `draining` before
+    /// the listener closes.
+    pub drain_delay: Duration,
     /// Background work that stops when dropped (the memory store's sweep).
     _background: Vec<Box<dyn std::any::Any + Send>>,
 }
@@ -43,6 +46,7 @@ impl Service {
         Self {
             state,
             http: HttpLimits::default(),
+            drain_delay: Duration::ZERO,
             _background: Vec::new(),
         }
     }
@@ -52,6 +56,13 @@ impl Service {
 pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
     args.validate().map_err(anyhow::Error::msg)?;
     let http = HttpLimits::from_args(&args.http)?;
+    // try_from: a huge value (1e30) would make Duration::from_secs_f64 panic.
+    let drain_delay = Duration::try_from_secs_f64(args.drain_delay).map_err(|_| {
+        anyhow::anyhow!(
+            "--drain-delay must be a non-negative number of seconds, got {}",
+            args.drain_delay
+        )
+    })?;
     let seed = args.config.as_deref().map(read_config_file).transpose()?;
     let mut background: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
     let clock: Arc<dyn Clock> = if args.clock_offset_ms == 0 {
@@ -139,6 +150,7 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
     Ok(Service {
         state,
         http,
+        drain_delay,
         _background: background,
     })
 }
@@ -159,9 +171,10 @@ async fn open_config(
     }
 }
 
-/// Serves until `shutdown` resolves, then drains: health answers `draining`, no new connections
-/// are accepted, accepted requests finish; queued requests still waiting when `grace` runs out
-/// are answered `shutting_down`.
+/// Serves until `shutdown` resolves, then drains: health and readiness answer `draining` at once
+/// while the listener keeps serving for the service's drain delay; then no new connections are
+/// accepted and accepted requests get `grace` to finish. Queued requests still waiting when it
+/// runs out are answered `shutting_down`, and so are requests still running.
 pub async fn run(
     listener: TcpListener,
     service: Service,
@@ -172,14 +185,23 @@ pub async fn run(
     let app = router_with(state.clone(), &service.http);
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let drain_state = state.clone();
+    let drain_delay = service.drain_delay;
     let signal = async move {
         shutdown.await;
         drain_state.begin_drain();
-        tracing::info!(grace_secs = grace.as_secs_f64(), "shutdown begun; draining");
+        tracing::info!(
+            drain_delay_secs = drain_delay.as_secs_f64(),
+            grace_secs = grace.as_secs_f64(),
+            "shutdown begun; readiness is 503 draining, still serving for the drain delay"
+        );
+        // Load balancers need a probe interval or two to take this instance out; refusing
+        // connections before then would fail requests that could have been served.
+        tokio::time::sleep(drain_delay).await;
+        tracing::info!("closing the listener; accepted requests get the grace period");
         let _ = drain_tx.send(());
     };
     let server = tokio::spawn(crate::listen::serve(listener, app, service.http, signal));
-    // Wait for the drain to start, then give accepted work the grace period.
+    // Wait for the listener to close, then give accepted work the grace period.
     if drain_rx.await.is_ok() {
         let limiter = state.limiter();
         let deadline = tokio::time::sleep(grace);
@@ -188,8 +210,9 @@ pub async fn run(
         tokio::select! {
             r = &mut server => { r.context("server task failed")??; }
             _ = &mut deadline => {
-                tracing::warn!("grace period over; answering queued requests shutting_down");
+                tracing::warn!("grace period over; answering queued and running requests shutting_down");
                 limiter.load().reject_all_queued();
+                state.end_grace();
                 // Those answers take a moment to write; do not wait on idle connections forever.
                 match tokio::time::timeout(Duration::from_secs(1), &mut server).await {
                     Ok(r) => r.context("server task failed")??,

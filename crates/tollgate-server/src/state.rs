@@ -24,6 +24,9 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Who may call the decision API.
     pub decision_auth: DecisionAuth,
+    /// Turns true when the shutdown grace period is over; requests still running then are
+    /// answered 503 `shutting_down` (see [`crate::shutdown`]).
+    pub grace_over: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -54,6 +57,7 @@ impl AppState {
                 admin_token,
                 metrics,
                 decision_auth,
+                grace_over: tokio::sync::watch::Sender::new(false),
             }),
         }
     }
@@ -72,5 +76,10 @@ impl AppState {
 
     pub fn is_draining(&self) -> bool {
         self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    /// Ends the grace period: requests still running are answered `shutting_down`.
+    pub fn end_grace(&self) {
+        self.inner.grace_over.send_replace(true);
     }
 }

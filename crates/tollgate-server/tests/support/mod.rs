@@ -241,6 +241,20 @@ impl Binary {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Binary {
+        Self::start_in_env(dir, args, &[]).await
+    }
+
+    /// Like [`Binary::start`], with environment variables set for the process.
+    pub async fn start_env(args: &[&str], envs: &[(&str, &str)]) -> Binary {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in_env(dir, args, envs).await
+    }
+
+    pub async fn start_in_env(
+        dir: tempfile::TempDir,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Binary {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -253,6 +267,7 @@ impl Binary {
             .args(["--data-dir", &dir.path().join("data").display().to_string()])
             .args(args)
             .env("TOLLGATE_LOG", "info")
+            .envs(envs.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -296,8 +311,13 @@ impl Binary {
     }
 
     /// Sends SIGTERM and waits (bounded) for a clean exit.
-    pub async fn stop(mut self) -> std::process::ExitStatus {
+    pub async fn stop(self) -> std::process::ExitStatus {
         self.signal("TERM");
+        self.wait_exit().await
+    }
+
+    /// Waits (bounded) for the process to exit, after a signal sent earlier.
+    pub async fn wait_exit(mut self) -> std::process::ExitStatus {
         for _ in 0..400 {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status;
