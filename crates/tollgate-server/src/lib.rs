@@ -8,6 +8,7 @@
 //! - [`metrics`] — Prometheus metrics and the instrumented store.
 //! - [`cli`] — flags and environment variables.
 //! - [`hardening`] — per-request timeout and size limits.
+//! - [`late_redis`] — redis mode: serving while Redis is unreachable at start-up, connecting later.
 //! - [`listen`] — the accept loop: connection cap, header deadline, graceful shutdown.
 //! - [`reload`] — applying the `--config` file again on SIGHUP.
 //! - [`config_sync`] — redis mode: applying configuration changed by other instances.
@@ -22,6 +23,7 @@ pub mod config_sync;
 pub mod error;
 pub mod extract;
 pub mod hardening;
+pub mod late_redis;
 pub mod listen;
 pub mod metrics;
 pub mod reload;

@@ -78,6 +78,8 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
         })
     };
     let mut redis_sync = None;
+    // Set when Redis could not be reached at start-up: connect in the background instead.
+    let mut late_redis = None;
     let (store, backend): (Arc<dyn Store>, Arc<dyn ConfigBackend>) = match args.store {
         StoreKind::Memory => {
             let store = MemoryStore::new(clock, args.max_keys);
@@ -93,29 +95,64 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
                     "--store redis needs --redis-url redis://host:port (repeat or comma-separate for Redis Cluster seed nodes)"
                 );
             }
+            // A URL that cannot mean anything is the operator's to fix: retrying it in the
+            // background would only hide the mistake.
+            for url in args
+                .redis_url
+                .iter()
+                .map(|u| u.trim())
+                .filter(|u| !u.is_empty())
+            {
+                redis::Client::open(url).map_err(|e| {
+                    anyhow::anyhow!("--redis-url {url} is not a valid Redis URL: {e}")
+                })?;
+            }
             let mut redis = RedisOptions::new(args.redis_url.clone());
             redis.command_timeout = Duration::from_millis(args.redis_timeout_ms.max(1));
             redis.force_cluster = args.redis_cluster;
-            let store = RedisStore::connect(
-                &redis,
-                RedisStoreOptions {
-                    key_prefix: format!("{}{{}}:w:", args.redis_prefix),
-                    probe_interval: Duration::from_millis(args.redis_probe_interval_ms.max(1)),
-                    ..RedisStoreOptions::default()
-                },
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("{e} (--redis-url {})", args.redis_url.join(",")))?;
-            let backend = Arc::new(RedisConfigBackend::new(
-                store.connection().clone(),
-                &args.redis_prefix,
-                Duration::from_secs(2),
-            ));
-            redis_sync = Some(backend.clone());
-            (Arc::new(store), backend)
+            let store_options = RedisStoreOptions {
+                key_prefix: format!("{}{{}}:w:", args.redis_prefix),
+                probe_interval: Duration::from_millis(args.redis_probe_interval_ms.max(1)),
+                ..RedisStoreOptions::default()
+            };
+            match RedisStore::connect(&redis, store_options.clone()).await {
+                Ok(store) => {
+                    let backend = Arc::new(RedisConfigBackend::new(
+                        store.connection().clone(),
+                        &args.redis_prefix,
+                        Duration::from_secs(2),
+                    ));
+                    redis_sync = Some(backend.clone());
+                    (Arc::new(store), backend)
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        redis_url = %args.redis_url.join(","),
+                        on_store_error = ?args.on_store_error,
+                        "Redis is not reachable; serving anyway (decisions per --on-store-error, readiness 503) and connecting as soon as it answers"
+                    );
+                    let connector = crate::late_redis::Connector {
+                        redis,
+                        store_options: store_options.clone(),
+                        prefix: args.redis_prefix.clone(),
+                        retry: store_options.probe_interval,
+                        store: Arc::default(),
+                        backend: Arc::default(),
+                    };
+                    let pair: (Arc<dyn Store>, Arc<dyn ConfigBackend>) =
+                        (connector.store.clone(), connector.backend.clone());
+                    late_redis = Some(connector);
+                    pair
+                }
+            }
         }
     };
-    let config = open_config(backend, seed).await?;
+    let config = if late_redis.is_some() {
+        ConfigManager::pending(backend, seed).map_err(|e| anyhow::anyhow!("{e}"))?
+    } else {
+        open_config(backend, seed).await?
+    };
     let policy = match args.on_store_error {
         OnStoreError::Allow => StoreErrorPolicy::Allow,
         OnStoreError::Deny => StoreErrorPolicy::Deny,
@@ -136,6 +173,9 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
             backend,
             args.redis_url.clone(),
         )));
+    }
+    if let Some(connector) = late_redis {
+        background.push(Box::new(connector.spawn(limiter.clone())));
     }
     let state = AppState::with_decision_auth(
         limiter,

@@ -58,7 +58,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     let store = limiter.store();
     let draining = state.is_draining();
     let store_reachable = store.is_healthy();
-    let config_loaded = true;
+    let config_loaded = limiter.config().is_loaded();
     let mut reasons = Vec::new();
     if draining {
         reasons.push("draining");

@@ -255,6 +255,22 @@ impl Binary {
         args: &[&str],
         envs: &[(&str, &str)],
     ) -> Binary {
+        Self::start_probed(dir, args, envs, "/api/health").await
+    }
+
+    /// Starts the binary and waits until it is alive (`/livez`), healthy or not.
+    pub async fn start_alive(args: &[&str]) -> Binary {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_probed(dir, args, &[], "/livez").await
+    }
+
+    /// Starts the binary and waits until `probe` answers 2xx.
+    pub async fn start_probed(
+        dir: tempfile::TempDir,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        probe: &str,
+    ) -> Binary {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -283,14 +299,14 @@ impl Binary {
             if let Ok(Some(status)) = me.child.try_wait() {
                 panic!("tollgate exited early ({status}): {}", me.stderr());
             }
-            if let Ok(r) = client.get(me.url("/api/health")).send().await {
+            if let Ok(r) = client.get(me.url(probe)).send().await {
                 if r.status().is_success() {
                     return me;
                 }
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        panic!("tollgate did not become healthy: {}", me.stderr());
+        panic!("tollgate did not answer {probe}: {}", me.stderr());
     }
 
     pub fn url(&self, path: &str) -> String {
