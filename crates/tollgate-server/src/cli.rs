@@ -24,6 +24,12 @@ pub struct Cli {
 pub enum Command {
     /// Validate a TOML configuration file and print every problem with its location.
     CheckConfig { file: PathBuf },
+    /// Exit 0 if an HTTP GET of URL answers 200, else 1 (container health checks in images
+    /// without curl). Plain http only.
+    Probe {
+        #[arg(default_value = "http://127.0.0.1:5000/livez")]
+        url: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -10,6 +10,7 @@
 //! - [`hardening`] — per-request timeout and size limits.
 //! - [`late_redis`] — redis mode: serving while Redis is unreachable at start-up, connecting later.
 //! - [`listen`] — the accept loop: connection cap, header deadline, graceful shutdown.
+//! - [`probe`] — `tollgate probe URL`: a dependency-free HTTP health check for containers.
 //! - [`reload`] — applying the `--config` file again on SIGHUP.
 //! - [`config_sync`] — redis mode: applying configuration changed by other instances.
 //! - [`server`] — building the service from flags, serving, graceful shutdown.
@@ -26,6 +27,7 @@ pub mod hardening;
 pub mod late_redis;
 pub mod listen;
 pub mod metrics;
+pub mod probe;
 pub mod reload;
 pub mod server;
 pub mod shutdown;
