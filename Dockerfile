@@ -6,7 +6,7 @@
 #
 # Listening on 0.0.0.0 needs an admin token (or TOLLGATE_INSECURE_ADMIN=1); see the README.
 
-FROM rust:1.88-bookworm AS build
+FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p tollgate-server --bin tollgate \
