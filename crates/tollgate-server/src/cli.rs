@@ -24,6 +24,12 @@ pub struct Cli {
 pub enum Command {
     /// Validate a TOML configuration file and print every problem with its location.
     CheckConfig { file: PathBuf },
+    /// Exit 0 if an HTTP GET of URL answers 200, else 1 (container health checks in images
+    /// without curl). Plain http only.
+    Probe {
+        #[arg(default_value = "http://127.0.0.1:5000/livez")]
+        url: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -82,6 +88,10 @@ pub struct RunArgs {
     /// Seconds to finish accepted requests after SIGTERM/SIGINT.
     #[arg(long, env = "TOLLGATE_SHUTDOWN_GRACE", default_value_t = 10.0)]
     pub shutdown_grace: f64,
+    /// Seconds to keep serving after SIGTERM/SIGINT with readiness already 503 `draining`, so
+    /// load balancers stop routing here before the listener closes (e.g. 5 under Kubernetes).
+    #[arg(long, env = "TOLLGATE_DRAIN_DELAY", default_value_t = 0.0)]
+    pub drain_delay: f64,
     /// Log line format.
     #[arg(long, env = "TOLLGATE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -189,6 +189,16 @@ impl FileWatch {
     /// start (the operator is there to see it); at runtime the configuration in force stays.
     pub async fn start(state: &AppState, path: PathBuf) -> anyhow::Result<Self> {
         let content = read(&path).await;
+        if !state.limiter().config().is_loaded() {
+            // Redis was unreachable at start-up: the file's configuration is in force as the
+            // placeholder, and the first poll after the stored one is loaded puts the file over it.
+            content.clone().map_err(anyhow::Error::msg)?;
+            tracing::info!(
+                file = %path.display(),
+                "the configuration store is not reachable yet; the file is in force and will replace the stored configuration once it is"
+            );
+            return Ok(Self { path, last: None });
+        }
         let bytes = content.clone().map_err(anyhow::Error::msg)?;
         let doc = parse(&path, &bytes)?;
         let applied = apply(state, doc)
@@ -208,12 +218,20 @@ impl FileWatch {
     /// SIGHUP: read and apply the file whatever was tried before, so a configuration that drifted
     /// from the file (another instance's write through Redis) is put back.
     pub async fn on_sighup(&mut self, state: &AppState) {
+        if !state.limiter().config().is_loaded() {
+            return;
+        }
         let content = read(&self.path).await;
         self.attempt(state, content, Trigger::Sighup).await;
     }
 
     /// A poll: apply the file if its content changed since last tried and has settled.
     pub async fn on_poll(&mut self, state: &AppState) {
+        // Until the stored configuration is loaded (Redis down at start-up) there is nothing to
+        // replace; `last` stays unset so the first poll after loading applies the file.
+        if !state.limiter().config().is_loaded() {
+            return;
+        }
         let content = read(&self.path).await;
         if self.last.as_ref() == Some(&content) {
             return;

@@ -8,12 +8,15 @@
 //! - [`metrics`] — Prometheus metrics and the instrumented store.
 //! - [`cli`] — flags and environment variables.
 //! - [`hardening`] — per-request timeout and size limits.
+//! - [`late_redis`] — redis mode: serving while Redis is unreachable at start-up, connecting later.
 //! - [`listen`] — the accept loop: connection cap, header deadline, graceful shutdown.
 //! - [`config_file`] — `--config FILE` as the source of truth: applying it, finding changes.
+//! - [`probe`] — `tollgate probe URL`: a dependency-free HTTP health check for containers.
 //! - [`reload`] — the task re-applying the `--config` file on SIGHUP and on changes on disk.
 //! - [`startup_log`] — the start-up summary line.
 //! - [`config_sync`] — redis mode: applying configuration changed by other instances.
 //! - [`server`] — building the service from flags, serving, graceful shutdown.
+//! - [`shutdown`] — drain delay and answering requests still running when the grace period ends.
 #![forbid(unsafe_code)]
 
 pub mod access_log;
@@ -24,9 +27,12 @@ pub mod config_sync;
 pub mod error;
 pub mod extract;
 pub mod hardening;
+pub mod late_redis;
 pub mod listen;
 pub mod metrics;
+pub mod probe;
 pub mod reload;
 pub mod server;
+pub mod shutdown;
 pub mod startup_log;
 pub mod state;

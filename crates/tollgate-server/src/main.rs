@@ -24,6 +24,13 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::from(1)
             }
         },
+        Some(Command::Probe { url }) => match tollgate_server::probe::get_ok(&url) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tollgate probe: {e}");
+                std::process::ExitCode::from(1)
+            }
+        },
         None => {
             init_logging(cli.run.log_format);
             let rt = match tokio::runtime::Runtime::new() {

@@ -8,7 +8,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tollgate_core::clock::{Clock, SkewedClock, SystemClock};
 use tollgate_core::config::{
-    ConfigBackend, ConfigError, ConfigManager, FileBackend, RedisConfigBackend,
+    ConfigBackend, ConfigDocument, ConfigError, ConfigManager, FileBackend, RedisConfigBackend,
 };
 use tollgate_core::redis_conn::RedisOptions;
 use tollgate_core::store::{MemoryStore, RedisStore, RedisStoreOptions, Store};
@@ -27,6 +27,9 @@ pub struct Service {
     pub state: AppState,
     /// Connection and request limits from the flags.
     pub http: HttpLimits,
+    /// After the shutdown signal: how long to keep serving with readiness 503 `draining` before
+    /// the listener closes.
+    pub drain_delay: Duration,
     /// Background work that stops when dropped (the memory store's sweep).
     _background: Vec<Box<dyn std::any::Any + Send>>,
 }
@@ -37,6 +40,7 @@ impl Service {
         Self {
             state,
             http: HttpLimits::default(),
+            drain_delay: Duration::ZERO,
             _background: Vec::new(),
         }
     }
@@ -46,10 +50,14 @@ impl Service {
 pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
     args.validate().map_err(anyhow::Error::msg)?;
     let http = HttpLimits::from_args(&args.http)?;
-    // Refuse a broken file before connecting to anything.
-    if let Some(path) = &args.config {
-        read_config_file(path)?;
-    }
+    // try_from: a huge value (1e30) would make Duration::from_secs_f64 panic.
+    let drain_delay = Duration::try_from_secs_f64(args.drain_delay).map_err(|_| {
+        anyhow::anyhow!(
+            "--drain-delay must be a non-negative number of seconds, got {}",
+            args.drain_delay
+        )
+    })?;
+    let seed = args.config.as_deref().map(read_config_file).transpose()?;
     let mut background: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
     let clock: Arc<dyn Clock> = if args.clock_offset_ms == 0 {
         Arc::new(SystemClock)
@@ -64,6 +72,8 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
         })
     };
     let mut redis_sync = None;
+    // Set when Redis could not be reached at start-up: connect in the background instead.
+    let mut late_redis = None;
     let (store, backend): (Arc<dyn Store>, Arc<dyn ConfigBackend>) = match args.store {
         StoreKind::Memory => {
             let store = MemoryStore::new(clock, args.max_keys);
@@ -79,36 +89,69 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
                     "--store redis needs --redis-url redis://host:port (repeat or comma-separate for Redis Cluster seed nodes)"
                 );
             }
+            // A URL that cannot mean anything is the operator's to fix: retrying it in the
+            // background would only hide the mistake.
+            for url in args
+                .redis_url
+                .iter()
+                .map(|u| u.trim())
+                .filter(|u| !u.is_empty())
+            {
+                redis::Client::open(url).map_err(|e| {
+                    anyhow::anyhow!("--redis-url {url} is not a valid Redis URL: {e}")
+                })?;
+            }
             let mut redis = RedisOptions::new(args.redis_url.clone());
             redis.command_timeout = Duration::from_millis(args.redis_timeout_ms.max(1));
             redis.force_cluster = args.redis_cluster;
-            let store = RedisStore::connect(
-                &redis,
-                RedisStoreOptions {
-                    key_prefix: format!("{}{{}}:w:", args.redis_prefix),
-                    probe_interval: Duration::from_millis(args.redis_probe_interval_ms.max(1)),
-                    ..RedisStoreOptions::default()
-                },
-            )
-            .await
-            .map_err(|e| {
-                let urls: Vec<String> = args
-                    .redis_url
-                    .iter()
-                    .map(|u| crate::startup_log::redact_redis_url(u))
-                    .collect();
-                anyhow::anyhow!("{e} (--redis-url {})", urls.join(","))
-            })?;
-            let backend = Arc::new(RedisConfigBackend::new(
-                store.connection().clone(),
-                &args.redis_prefix,
-                Duration::from_secs(2),
-            ));
-            redis_sync = Some(backend.clone());
-            (Arc::new(store), backend)
+            let store_options = RedisStoreOptions {
+                key_prefix: format!("{}{{}}:w:", args.redis_prefix),
+                probe_interval: Duration::from_millis(args.redis_probe_interval_ms.max(1)),
+                ..RedisStoreOptions::default()
+            };
+            match RedisStore::connect(&redis, store_options.clone()).await {
+                Ok(store) => {
+                    let backend = Arc::new(RedisConfigBackend::new(
+                        store.connection().clone(),
+                        &args.redis_prefix,
+                        Duration::from_secs(2),
+                    ));
+                    redis_sync = Some(backend.clone());
+                    (Arc::new(store), backend)
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        redis_url = %args
+                            .redis_url
+                            .iter()
+                            .map(|u| crate::startup_log::redact_redis_url(u))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        on_store_error = ?args.on_store_error,
+                        "Redis is not reachable; serving anyway (decisions per --on-store-error, readiness 503) and connecting as soon as it answers"
+                    );
+                    let connector = crate::late_redis::Connector {
+                        redis,
+                        store_options: store_options.clone(),
+                        prefix: args.redis_prefix.clone(),
+                        retry: store_options.probe_interval,
+                        store: Arc::default(),
+                        backend: Arc::default(),
+                    };
+                    let pair: (Arc<dyn Store>, Arc<dyn ConfigBackend>) =
+                        (connector.store.clone(), connector.backend.clone());
+                    late_redis = Some(connector);
+                    pair
+                }
+            }
         }
     };
-    let config = open_config(backend).await?;
+    let config = if late_redis.is_some() {
+        ConfigManager::pending(backend, seed).map_err(|e| anyhow::anyhow!("{e}"))?
+    } else {
+        open_config(backend, seed).await?
+    };
     let policy = match args.on_store_error {
         OnStoreError::Allow => StoreErrorPolicy::Allow,
         OnStoreError::Deny => StoreErrorPolicy::Deny,
@@ -129,6 +172,9 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
             backend,
             args.redis_url.clone(),
         )));
+    }
+    if let Some(connector) = late_redis {
+        background.push(Box::new(connector.spawn(limiter.clone())));
     }
     let state = AppState::with_decision_auth(
         limiter,
@@ -160,17 +206,21 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
     Ok(Service {
         state,
         http,
+        drain_delay,
         _background: background,
     })
 }
 
-/// Opens the stored configuration (a `--config` file is applied over it afterwards). Instances
-/// starting together over one Redis may race to store the initial one; the loser retries and
-/// adopts the winner's.
-async fn open_config(backend: Arc<dyn ConfigBackend>) -> anyhow::Result<ConfigManager> {
+/// Opens the stored configuration; `seed` (the `--config` file) is stored when nothing is, and is
+/// applied over what is stored afterwards anyway. Instances starting together over one Redis may
+/// race to store the initial one; the loser retries and adopts the winner's.
+async fn open_config(
+    backend: Arc<dyn ConfigBackend>,
+    seed: Option<ConfigDocument>,
+) -> anyhow::Result<ConfigManager> {
     let mut attempts = 0;
     loop {
-        match ConfigManager::open(backend.clone(), None).await {
+        match ConfigManager::open(backend.clone(), seed.clone()).await {
             Ok(c) => return Ok(c),
             Err(ConfigError::Conflict { .. }) if attempts < 3 => attempts += 1,
             Err(e) => return Err(anyhow::anyhow!("{e}")),
@@ -178,9 +228,10 @@ async fn open_config(backend: Arc<dyn ConfigBackend>) -> anyhow::Result<ConfigMa
     }
 }
 
-/// Serves until `shutdown` resolves, then drains: health answers `draining`, no new connections
-/// are accepted, accepted requests finish; queued requests still waiting when `grace` runs out
-/// are answered `shutting_down`.
+/// Serves until `shutdown` resolves, then drains: health and readiness answer `draining` at once
+/// while the listener keeps serving for the service's drain delay; then no new connections are
+/// accepted and accepted requests get `grace` to finish. Queued requests still waiting when it
+/// runs out are answered `shutting_down`, and so are requests still running.
 pub async fn run(
     listener: TcpListener,
     service: Service,
@@ -191,14 +242,23 @@ pub async fn run(
     let app = router_with(state.clone(), &service.http);
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let drain_state = state.clone();
+    let drain_delay = service.drain_delay;
     let signal = async move {
         shutdown.await;
         drain_state.begin_drain();
-        tracing::info!(grace_secs = grace.as_secs_f64(), "shutdown begun; draining");
+        tracing::info!(
+            drain_delay_secs = drain_delay.as_secs_f64(),
+            grace_secs = grace.as_secs_f64(),
+            "shutdown begun; readiness is 503 draining, still serving for the drain delay"
+        );
+        // Load balancers need a probe interval or two to take this instance out; refusing
+        // connections before then would fail requests that could have been served.
+        tokio::time::sleep(drain_delay).await;
+        tracing::info!("closing the listener; accepted requests get the grace period");
         let _ = drain_tx.send(());
     };
     let server = tokio::spawn(crate::listen::serve(listener, app, service.http, signal));
-    // Wait for the drain to start, then give accepted work the grace period.
+    // Wait for the listener to close, then give accepted work the grace period.
     if drain_rx.await.is_ok() {
         let limiter = state.limiter();
         let deadline = tokio::time::sleep(grace);
@@ -207,8 +267,9 @@ pub async fn run(
         tokio::select! {
             r = &mut server => { r.context("server task failed")??; }
             _ = &mut deadline => {
-                tracing::warn!("grace period over; answering queued requests shutting_down");
+                tracing::warn!("grace period over; answering queued and running requests shutting_down");
                 limiter.load().reject_all_queued();
+                state.end_grace();
                 // Those answers take a moment to write; do not wait on idle connections forever.
                 match tokio::time::timeout(Duration::from_secs(1), &mut server).await {
                     Ok(r) => r.context("server task failed")??,

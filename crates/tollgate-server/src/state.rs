@@ -27,6 +27,9 @@ pub struct Shared {
     pub decision_auth: DecisionAuth,
     /// Set with `--config`: the file is the source of truth and API config writes answer 409.
     config_file: OnceLock<PathBuf>,
+    /// Turns true when the shutdown grace period is over; requests still running then are
+    /// answered 503 `shutting_down` (see [`crate::shutdown`]).
+    pub grace_over: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -58,6 +61,7 @@ impl AppState {
                 metrics,
                 decision_auth,
                 config_file: OnceLock::new(),
+                grace_over: tokio::sync::watch::Sender::new(false),
             }),
         }
     }
@@ -87,5 +91,10 @@ impl AppState {
 
     pub fn is_draining(&self) -> bool {
         self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    /// Ends the grace period: requests still running are answered `shutting_down`.
+    pub fn end_grace(&self) {
+        self.inner.grace_over.send_replace(true);
     }
 }

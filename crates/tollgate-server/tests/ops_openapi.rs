@@ -16,6 +16,8 @@ const EXPECTED: &[(&str, &str)] = &[
     ("post", "/api/check_and_consume"),
     ("get", "/api/status/{tenant}/{client}/{action}"),
     ("get", "/api/health"),
+    ("get", "/livez"),
+    ("get", "/readyz"),
     ("get", "/api/config"),
     ("put", "/api/config/global"),
     ("get", "/api/config/tenant/{tenant}"),

@@ -9,6 +9,8 @@ mod snapshot;
 
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 
@@ -153,6 +155,8 @@ struct Inner {
     /// Held while a snapshot is published and its observers run, so observers see snapshots in
     /// publication order and a new observer cannot miss one.
     observers: parking_lot::Mutex<Vec<Observer>>,
+    /// False while a [`ConfigManager::pending`] manager has not read the backend yet.
+    loaded: AtomicBool,
 }
 
 impl ConfigManager {
@@ -187,6 +191,29 @@ impl ConfigManager {
         Ok(Self::over(snapshot, backend))
     }
 
+    /// A manager whose backend cannot be read yet (Redis down at start-up): it holds `seed` (or
+    /// defaults) under version 0 and reports [`ConfigManager::is_loaded`] false until a
+    /// [`ConfigManager::refresh`] or a change reaches the backend. That first contact does what
+    /// [`ConfigManager::open`] would have done: adopt the stored configuration, or store the seed
+    /// when nothing is stored.
+    pub fn pending(
+        backend: Arc<dyn ConfigBackend>,
+        seed: Option<ConfigDocument>,
+    ) -> Result<Self, ConfigError> {
+        let mut doc = seed.unwrap_or_default();
+        doc.version = 0;
+        let snap = Snapshot::from_document(&doc).map_err(|p| ConfigError::Invalid(join(&p)))?;
+        let manager = Self::over(snap, backend);
+        manager.inner.loaded.store(false, Ordering::SeqCst);
+        Ok(manager)
+    }
+
+    /// Whether the configuration in force was read from (or stored in) the backend; false only
+    /// for a [`ConfigManager::pending`] manager that has not reached it yet.
+    pub fn is_loaded(&self) -> bool {
+        self.inner.loaded.load(Ordering::SeqCst)
+    }
+
     /// An unpersisted manager holding `doc`; for tests and benchmarks.
     pub fn in_memory(doc: ConfigDocument) -> Result<Self, ConfigError> {
         check_version(doc.version).map_err(ConfigError::Invalid)?;
@@ -201,6 +228,7 @@ impl ConfigManager {
                 writer: tokio::sync::Mutex::new(()),
                 backend,
                 observers: parking_lot::Mutex::new(Vec::new()),
+                loaded: AtomicBool::new(true),
             }),
         }
     }
@@ -267,6 +295,10 @@ async fn detached<T: Send + 'static>(
 impl Inner {
     async fn apply(&self, change: Change) -> Result<Arc<Snapshot>, ConfigError> {
         let _writer = self.writer.lock().await;
+        // A change must build on the stored configuration, never on a pending placeholder.
+        if !self.loaded.load(Ordering::SeqCst) {
+            self.reconcile_locked().await?;
+        }
         // A conflict means another instance wrote first: take its version and redo the change on it.
         for _ in 0..5 {
             let cur = self.current.load_full();
@@ -300,6 +332,9 @@ impl Inner {
 
     /// See [`ConfigManager::refresh`]. Called with the writer lock held.
     async fn reconcile_locked(&self) -> Result<bool, ConfigError> {
+        if !self.loaded.load(Ordering::SeqCst) {
+            return self.first_load_locked().await;
+        }
         // Each round either settles or lost a race to another writer, which moved on.
         for _ in 0..5 {
             let cur = self.current.load_full();
@@ -345,6 +380,38 @@ impl Inner {
                 Err(ConfigError::Conflict { .. }) => continue,
                 Err(e) => return Err(e),
             }
+        }
+        Err(ConfigError::Persist(
+            "the stored configuration keeps changing; retry".into(),
+        ))
+    }
+}
+
+impl Inner {
+    /// A pending manager's first contact with the backend: what `open` does, late. Called with
+    /// the writer lock held.
+    async fn first_load_locked(&self) -> Result<bool, ConfigError> {
+        for _ in 0..5 {
+            let next = match self.backend.load().await? {
+                Some(doc) => stored_snapshot(&doc)?,
+                None => {
+                    let mut next = (*self.current.load_full()).clone();
+                    next.version = 1;
+                    match self.backend.save(&next.to_document(), 0).await {
+                        Ok(()) => next,
+                        // Another instance stored one first: read it.
+                        Err(ConfigError::Conflict { .. }) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            self.publish(Arc::new(next));
+            self.loaded.store(true, Ordering::SeqCst);
+            tracing::info!(
+                version = self.current.load().version,
+                "configuration loaded from the store"
+            );
+            return Ok(true);
         }
         Err(ConfigError::Persist(
             "the stored configuration keeps changing; retry".into(),

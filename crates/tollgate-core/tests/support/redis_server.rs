@@ -142,6 +142,13 @@ impl RedisServer {
         }
     }
 
+    /// Starts it again on `port`, same directory (so a dump written by `SAVE` is loaded).
+    pub fn restart_on(&mut self, port: u16) {
+        self.kill();
+        self.port = port;
+        self.spawn();
+    }
+
     /// Starts it again on the same port and directory.
     pub fn restart(&mut self) {
         self.kill();

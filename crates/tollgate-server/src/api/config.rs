@@ -126,7 +126,7 @@ pub async fn put_global(
     path = "/api/config/tenant/{tenant}",
     tag = "configuration",
     security(("admin_token" = [])),
-    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8")),
+    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")),
     responses(
         (status = 200, description = "The tenant's limits and weight (defaults when none are set)", body = super::schema::TenantView),
         (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
@@ -176,7 +176,10 @@ fn state_bounds(snap: &tollgate_core::config::Snapshot, tenant: &str) -> serde_j
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitBody {
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     max_requests: u64,
+    /// Seconds, millisecond resolution.
+    #[schema(minimum = 0.001, maximum = 31_536_000, multiple_of = 0.001)]
     window_duration_seconds: f64,
 }
 
@@ -196,7 +199,7 @@ fn limit_json(l: &Limit) -> serde_json::Value {
     path = "/api/config/tenant/{tenant}/action/{action}",
     tag = "configuration",
     security(("admin_token" = [])),
-    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8"), ("action" = String, Path, description = "Action type: 1-256 bytes of printable UTF-8")),
+    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"), ("action" = String, Path, description = "Action type: 1-256 bytes of printable UTF-8", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")),
     request_body = LimitBody,
     responses(
         (status = 200, description = "Applied", body = super::schema::ActionUpdated),
@@ -240,7 +243,7 @@ pub async fn put_action(
     path = "/api/config/tenant/{tenant}/action/{action}",
     tag = "configuration",
     security(("admin_token" = [])),
-    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8"), ("action" = String, Path, description = "Action type: 1-256 bytes of printable UTF-8")),
+    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"), ("action" = String, Path, description = "Action type: 1-256 bytes of printable UTF-8", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")),
     responses(
         (status = 200, description = "Applied", body = super::schema::ActionDeleted),
         (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
@@ -279,7 +282,7 @@ pub async fn delete_action(
     path = "/api/config/tenant/{tenant}/client/{client}/action/{action}",
     tag = "configuration",
     security(("admin_token" = [])),
-    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8"), ("client" = String, Path, description = "Client id: 1-256 bytes of printable UTF-8"), ("action" = String, Path, description = "Action type: 1-256 bytes of printable UTF-8")),
+    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"), ("client" = String, Path, description = "Client id: 1-256 bytes of printable UTF-8", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"), ("action" = String, Path, description = "Action type: 1-256 bytes of printable UTF-8", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")),
     request_body = LimitBody,
     responses(
         (status = 200, description = "Applied", body = super::schema::ClientUpdated),
@@ -326,7 +329,7 @@ pub async fn put_client(
     path = "/api/config/tenant/{tenant}/client/{client}/action/{action}",
     tag = "configuration",
     security(("admin_token" = [])),
-    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8"), ("client" = String, Path, description = "Client id: 1-256 bytes of printable UTF-8"), ("action" = String, Path, description = "Action type: 1-256 bytes of printable UTF-8")),
+    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"), ("client" = String, Path, description = "Client id: 1-256 bytes of printable UTF-8", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"), ("action" = String, Path, description = "Action type: 1-256 bytes of printable UTF-8", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")),
     responses(
         (status = 200, description = "Applied", body = super::schema::ClientDeleted),
         (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),
@@ -367,6 +370,7 @@ pub async fn delete_client(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WeightBody {
+    #[schema(minimum = 1, maximum = 1000)]
     weight: u32,
 }
 
@@ -375,7 +379,7 @@ pub struct WeightBody {
     path = "/api/config/tenant/{tenant}/weight",
     tag = "configuration",
     security(("admin_token" = [])),
-    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8")),
+    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")),
     request_body = WeightBody,
     responses(
         (status = 200, description = "Applied", body = super::schema::WeightUpdated),
@@ -427,19 +431,20 @@ where
 pub struct TenantSettingsBody {
     /// Fair-share weight, 1..=1000.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000)]
     weight: Option<u32>,
     /// Keys this tenant may have tracked, 1..=10^9 (memory store; at most a quarter of
     /// `--max-keys` whatever is set).
     #[serde(default, alias = "max_keys_per_tenant", deserialize_with = "present")]
-    #[schema(value_type = Option<u64>)]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 1_000_000_000)]
     max_keys: Option<Option<u64>>,
     /// New keys this tenant may create per second, 1..=10^9; burst one second's worth.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<u64>)]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 1_000_000_000)]
     new_keys_per_second: Option<Option<u64>>,
     /// Longest window, in seconds (1..=31,536,000), a limit sent with a request may set.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<u64>)]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 31_536_000)]
     max_request_window_seconds: Option<Option<u64>>,
 }
 
@@ -448,7 +453,7 @@ pub struct TenantSettingsBody {
     path = "/api/config/tenant/{tenant}/settings",
     tag = "configuration",
     security(("admin_token" = [])),
-    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8")),
+    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")),
     request_body = TenantSettingsBody,
     responses(
         (status = 200, description = "Applied", body = super::schema::TenantSettingsUpdated),

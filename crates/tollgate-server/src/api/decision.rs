@@ -17,14 +17,34 @@ use crate::state::AppState;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckBody {
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     tenant_id: String,
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     client_id: String,
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     action_type: String,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     max_requests: Option<u64>,
+    /// Seconds, millisecond resolution; sent together with `max_requests`.
     #[serde(default)]
+    #[schema(minimum = 0.001, maximum = 31_536_000, multiple_of = 0.001)]
     window_duration_seconds: Option<f64>,
+    /// 1 ..= the effective limit's `max_requests`.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     cost: Option<u64>,
 }
 
@@ -202,8 +222,10 @@ pub async fn check_and_consume(
 #[into_params(parameter_in = Query)]
 pub struct StatusQuery {
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1_000_000_000)]
     max_requests: Option<u64>,
     #[serde(default)]
+    #[param(minimum = 0.001, maximum = 31_536_000, multiple_of = 0.001)]
     window_duration_seconds: Option<f64>,
 }
 
@@ -224,7 +246,7 @@ pub struct StatusBody<'a> {
     path = "/api/status/{tenant}/{client}/{action}",
     tag = "decisions",
     security((), ("tenant_key" = []), ("admin_token" = [])),
-    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8"), ("client" = String, Path, description = "Client id: 1-256 bytes of printable UTF-8"), ("action" = String, Path, description = "Action type: 1-256 bytes of printable UTF-8"), StatusQuery),
+    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"), ("client" = String, Path, description = "Client id: 1-256 bytes of printable UTF-8", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"), ("action" = String, Path, description = "Action type: 1-256 bytes of printable UTF-8", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"), StatusQuery),
     responses(
         (status = 200, description = "Usage without consuming anything", body = StatusBody, headers(("RateLimit-Limit" = u64, description = "The limit's max_requests"), ("RateLimit-Remaining" = u64, description = "Requests left in the window"), ("RateLimit-Reset" = u64, description = "Seconds until the oldest counted request leaves the window"))),
         (status = 400, description = "invalid_json, invalid_argument or no_limit", body = crate::error::ErrorBody),

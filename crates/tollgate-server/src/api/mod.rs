@@ -4,6 +4,7 @@ mod config;
 mod decision;
 mod health;
 mod ops;
+mod probes;
 mod schema;
 mod tenant_auth;
 mod tenant_keys;
@@ -35,6 +36,8 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(decision::check_and_consume))
         .routes(routes!(decision::status))
         .routes(routes!(health::health))
+        .routes(routes!(probes::livez))
+        .routes(routes!(probes::readyz))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi_json));
     let admin = OpenApiRouter::new()
@@ -74,6 +77,10 @@ pub fn router_with(state: AppState, limits: &HttpLimits) -> Router {
             limits.request_timeout,
             crate::hardening::limit_request,
         ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::shutdown::answer_when_grace_over,
+        ))
         .layer(middleware::from_fn(crate::access_log::log_requests))
         .with_state(state)
 }
@@ -88,7 +95,7 @@ pub fn router_with(state: AppState, limits: &HttpLimits) -> Router {
     tags(
         (name = "decisions", description = "Rate-limit decisions; open to every caller, or with --decision-auth tenant-keys to holders of a key of the tenant (or the admin token)"),
         (name = "configuration", description = "Limits, weights and global settings; need the admin token when one is set"),
-        (name = "operations", description = "Health, metrics and this document; open"),
+        (name = "operations", description = "Health, probes, metrics and this document; open"),
     )
 )]
 struct ApiDoc;

@@ -29,6 +29,7 @@ fn now_unix_secs() -> u64 {
 pub struct NewKeyBody {
     /// Free text, at most 128 bytes, e.g. which service will hold the key.
     #[serde(default)]
+    #[schema(max_length = 128)]
     name: String,
 }
 
@@ -77,7 +78,7 @@ pub struct KeyDeleted {
     path = "/api/config/tenant/{tenant}/keys",
     tag = "configuration",
     security(("admin_token" = [])),
-    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8")),
+    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")),
     request_body(content = Option<NewKeyBody>, description = "Optional; an empty body issues an unnamed key"),
     responses(
         (status = 201, description = "Issued; the key is in this answer only", body = IssuedKeyBody),
@@ -137,7 +138,7 @@ pub async fn create_key(
     path = "/api/config/tenant/{tenant}/keys",
     tag = "configuration",
     security(("admin_token" = [])),
-    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8")),
+    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")),
     responses(
         (status = 200, description = "The tenant's keys, without secrets, oldest first", body = KeyList),
         (status = 400, description = "invalid_argument: bad tenant id", body = crate::error::ErrorBody),
@@ -178,7 +179,7 @@ pub async fn list_keys(
     path = "/api/config/tenant/{tenant}/keys/{key_id}",
     tag = "configuration",
     security(("admin_token" = [])),
-    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8"), ("key_id" = String, Path, description = "The key's id (16 hex digits)")),
+    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"), ("key_id" = String, Path, description = "The key's id (16 hex digits)")),
     responses(
         (status = 200, description = "Revoked; the key stops working at once on this instance and, in redis mode, within the configuration sync interval on the others", body = KeyDeleted),
         (status = 400, description = "invalid_argument: bad tenant id", body = crate::error::ErrorBody),

@@ -241,6 +241,36 @@ impl Binary {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Binary {
+        Self::start_in_env(dir, args, &[]).await
+    }
+
+    /// Like [`Binary::start`], with environment variables set for the process.
+    pub async fn start_env(args: &[&str], envs: &[(&str, &str)]) -> Binary {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in_env(dir, args, envs).await
+    }
+
+    pub async fn start_in_env(
+        dir: tempfile::TempDir,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Binary {
+        Self::start_probed(dir, args, envs, "/api/health").await
+    }
+
+    /// Starts the binary and waits until it is alive (`/livez`), healthy or not.
+    pub async fn start_alive(args: &[&str]) -> Binary {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_probed(dir, args, &[], "/livez").await
+    }
+
+    /// Starts the binary and waits until `probe` answers 2xx.
+    pub async fn start_probed(
+        dir: tempfile::TempDir,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        probe: &str,
+    ) -> Binary {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -253,6 +283,7 @@ impl Binary {
             .args(["--data-dir", &dir.path().join("data").display().to_string()])
             .args(args)
             .env("TOLLGATE_LOG", "info")
+            .envs(envs.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -268,14 +299,14 @@ impl Binary {
             if let Ok(Some(status)) = me.child.try_wait() {
                 panic!("tollgate exited early ({status}): {}", me.stderr());
             }
-            if let Ok(r) = client.get(me.url("/api/health")).send().await {
+            if let Ok(r) = client.get(me.url(probe)).send().await {
                 if r.status().is_success() {
                     return me;
                 }
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        panic!("tollgate did not become healthy: {}", me.stderr());
+        panic!("tollgate did not answer {probe}: {}", me.stderr());
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -296,8 +327,13 @@ impl Binary {
     }
 
     /// Sends SIGTERM and waits (bounded) for a clean exit.
-    pub async fn stop(mut self) -> std::process::ExitStatus {
+    pub async fn stop(self) -> std::process::ExitStatus {
         self.signal("TERM");
+        self.wait_exit().await
+    }
+
+    /// Waits (bounded) for the process to exit, after a signal sent earlier.
+    pub async fn wait_exit(mut self) -> std::process::ExitStatus {
         for _ in 0..400 {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status;
