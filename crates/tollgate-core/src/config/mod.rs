@@ -3,6 +3,7 @@
 //! lock-free by every decision.
 
 mod document;
+mod embedded;
 mod file;
 mod redis;
 mod snapshot;
@@ -17,6 +18,7 @@ pub use document::{
     DEFAULT_MAX_KEYS_PER_TENANT, DEFAULT_MAX_REQUEST_WINDOW_SECONDS, DEFAULT_NEW_KEYS_PER_SECOND,
     DEFAULT_QUEUE_TIMEOUT_MS,
 };
+pub use embedded::{stored_tenant_count, EmbeddedBackend, DATABASE_FILE, IMPORTED_SUFFIX};
 pub use file::{parse_toml, FileBackend};
 pub use redis::RedisConfigBackend;
 pub use snapshot::{Snapshot, TenantLimits};
