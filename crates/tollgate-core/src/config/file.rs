@@ -163,6 +163,11 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<ConfigDocument, ConfigError
     Ok(doc)
 }
 
+/// The configuration as a `--config` TOML file.
+pub fn to_toml(doc: &ConfigDocument) -> Result<String, ConfigError> {
+    toml::to_string(doc).map_err(|e| ConfigError::Persist(format!("cannot write TOML: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ pub use document::{
     DEFAULT_QUEUE_TIMEOUT_MS,
 };
 pub use embedded::{stored_tenant_count, EmbeddedBackend, DATABASE_FILE, IMPORTED_SUFFIX};
-pub use file::{parse_toml, FileBackend};
+pub use file::{parse_toml, to_toml, FileBackend};
 pub use redis::RedisConfigBackend;
 pub use snapshot::{Snapshot, TenantLimits};
 
