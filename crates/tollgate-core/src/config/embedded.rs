@@ -129,9 +129,15 @@ impl EmbeddedBackend {
     ) -> Result<T, ConfigError> {
         let (db, fresh) = self.database()?;
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || f(db, fresh, path))
+        let r = tokio::task::spawn_blocking(move || f(db, fresh, path))
             .await
-            .map_err(|e| ConfigError::Persist(format!("configuration writer task failed: {e}")))?
+            .map_err(|e| ConfigError::Persist(format!("configuration writer task failed: {e}")))?;
+        if let Err(ConfigError::Persist(_)) = &r {
+            // After an I/O error (disk full, read-only) redb refuses every later transaction
+            // until the database is opened again; opening it recovers the last committed state.
+            self.db.lock().take();
+        }
+        r
     }
 }
 
