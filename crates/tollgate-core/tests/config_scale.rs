@@ -7,8 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use tollgate_core::config::{
-    stored_tenant_count, Change, Commit, ConfigBackend, ConfigDocument, ConfigError,
-    ConfigManager, EmbeddedBackend, DATABASE_FILE,
+    stored_tenant_count, Change, Commit, ConfigBackend, ConfigDocument, ConfigError, ConfigManager,
+    EmbeddedBackend, DATABASE_FILE,
 };
 use tollgate_core::Limit;
 
@@ -75,10 +75,7 @@ async fn a_change_names_only_the_records_it_touched() {
     // A reload that changes one tenant and drops another touches exactly those two.
     let mut file = cm.snapshot().to_document();
     file.tenants.remove("tenant-000001");
-    file.tenants
-        .get_mut("tenant-000002")
-        .unwrap()
-        .weight = 3;
+    file.tenants.get_mut("tenant-000002").unwrap().weight = 3;
     cm.apply(Change::ReplaceAll(file)).await.unwrap();
     let commits = backend.commits.lock().clone();
     assert_eq!(
@@ -92,7 +89,11 @@ async fn a_change_names_only_the_records_it_touched() {
             ),
         ]
     );
-    assert_eq!(*backend.full_saves.lock(), 1, "no change rewrote everything");
+    assert_eq!(
+        *backend.full_saves.lock(),
+        1,
+        "no change rewrote everything"
+    );
 }
 
 #[tokio::test]
@@ -158,12 +159,9 @@ async fn pages_walk_every_tenant_once_in_id_order() {
 async fn the_embedded_store_keeps_every_change_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let open = || async {
-        ConfigManager::open(
-            Arc::new(EmbeddedBackend::new(dir.path()).unwrap()),
-            None,
-        )
-        .await
-        .unwrap()
+        ConfigManager::open(Arc::new(EmbeddedBackend::new(dir.path()).unwrap()), None)
+            .await
+            .unwrap()
     };
     let cm = open().await;
     cm.apply(Change::ReplaceAll(doc_with(50))).await.unwrap();
@@ -174,9 +172,12 @@ async fn the_embedded_store_keeps_every_change_across_a_restart() {
     })
     .await
     .unwrap();
-    cm.apply(Change::Batch(vec![set("zz", "a", 1), set("tenant-000009", "b", 2)]))
-        .await
-        .unwrap();
+    cm.apply(Change::Batch(vec![
+        set("zz", "a", 1),
+        set("tenant-000009", "b", 2),
+    ]))
+    .await
+    .unwrap();
     let before = cm.snapshot_arc();
     drop(cm);
     let again = open().await;
@@ -233,12 +234,9 @@ async fn a_previous_versions_config_json_is_imported_on_first_start() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.json"), LEGACY_CONFIG_JSON).unwrap();
     let expected: ConfigDocument = serde_json::from_str(LEGACY_CONFIG_JSON).unwrap();
-    let cm = ConfigManager::open(
-        Arc::new(EmbeddedBackend::new(dir.path()).unwrap()),
-        None,
-    )
-    .await
-    .unwrap();
+    let cm = ConfigManager::open(Arc::new(EmbeddedBackend::new(dir.path()).unwrap()), None)
+        .await
+        .unwrap();
     assert_eq!(cm.snapshot().to_document(), expected);
     assert!(!dir.path().join("config.json").exists());
     assert!(dir.path().join("config.json.imported").exists());
@@ -247,12 +245,9 @@ async fn a_previous_versions_config_json_is_imported_on_first_start() {
     let snap = cm.apply(set("acme", "search", 9)).await.unwrap();
     assert_eq!(snap.version, 42);
     drop(cm);
-    let again = ConfigManager::open(
-        Arc::new(EmbeddedBackend::new(dir.path()).unwrap()),
-        None,
-    )
-    .await
-    .unwrap();
+    let again = ConfigManager::open(Arc::new(EmbeddedBackend::new(dir.path()).unwrap()), None)
+        .await
+        .unwrap();
     assert_eq!(again.snapshot().version, 42);
     assert_eq!(again.snapshot().tenants["acme"].weight, 3);
     assert_eq!(again.snapshot().tenants["beta"].max_keys, Some(10));
@@ -262,12 +257,9 @@ async fn a_previous_versions_config_json_is_imported_on_first_start() {
 async fn a_crash_between_import_and_rename_does_not_import_twice() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.json"), LEGACY_CONFIG_JSON).unwrap();
-    let cm = ConfigManager::open(
-        Arc::new(EmbeddedBackend::new(dir.path()).unwrap()),
-        None,
-    )
-    .await
-    .unwrap();
+    let cm = ConfigManager::open(Arc::new(EmbeddedBackend::new(dir.path()).unwrap()), None)
+        .await
+        .unwrap();
     cm.apply(set("acme", "search", 9)).await.unwrap();
     drop(cm);
     // As if the rename had not happened: the old file is back next to the database.
@@ -276,14 +268,13 @@ async fn a_crash_between_import_and_rename_does_not_import_twice() {
         dir.path().join("config.json"),
     )
     .unwrap();
-    let again = ConfigManager::open(
-        Arc::new(EmbeddedBackend::new(dir.path()).unwrap()),
-        None,
-    )
-    .await
-    .unwrap();
+    let again = ConfigManager::open(Arc::new(EmbeddedBackend::new(dir.path()).unwrap()), None)
+        .await
+        .unwrap();
     assert_eq!(again.snapshot().version, 42, "the database wins");
-    assert!(again.snapshot().tenants["acme"].actions.contains_key("search"));
+    assert!(again.snapshot().tenants["acme"]
+        .actions
+        .contains_key("search"));
     assert!(!dir.path().join("config.json").exists());
 }
 
@@ -292,6 +283,37 @@ async fn a_corrupt_legacy_file_stops_the_import_with_its_name() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.json"), "{\"version\": \"x\"").unwrap();
     let e = EmbeddedBackend::new(dir.path()).unwrap_err();
-    assert!(matches!(&e, ConfigError::Corrupt(m) if m.contains("config.json")), "{e:?}");
-    assert!(dir.path().join("config.json").exists(), "the file is left for the operator");
+    assert!(
+        matches!(&e, ConfigError::Corrupt(m) if m.contains("config.json")),
+        "{e:?}"
+    );
+    assert!(
+        dir.path().join("config.json").exists(),
+        "the file is left for the operator"
+    );
+}
+
+/// The data dir removed under a running service: changes are refused (a handle to the removed
+/// file would take writes no restart sees); once the directory is back, the next change stores
+/// the whole configuration again and then itself, so a restart finds everything.
+#[tokio::test]
+async fn a_removed_data_dir_refuses_changes_until_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cm = ConfigManager::open(Arc::new(EmbeddedBackend::new(&data).unwrap()), None)
+        .await
+        .unwrap();
+    cm.apply(set("a", "x", 1)).await.unwrap();
+    std::fs::remove_dir_all(&data).unwrap();
+    let e = cm.apply(set("b", "x", 2)).await;
+    assert!(matches!(e, Err(ConfigError::Persist(_))), "{e:?}");
+    assert!(!cm.snapshot().tenants.contains_key("b"), "nothing applied");
+    std::fs::create_dir_all(&data).unwrap();
+    let snap = cm.apply(set("b", "x", 2)).await.unwrap();
+    drop(cm);
+    let again = ConfigManager::open(Arc::new(EmbeddedBackend::new(&data).unwrap()), None)
+        .await
+        .unwrap();
+    assert_eq!(&*again.snapshot_arc(), &*snap);
+    assert!(again.snapshot().tenants.contains_key("a"));
 }

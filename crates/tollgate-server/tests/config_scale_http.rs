@@ -21,8 +21,10 @@ fn app_with(tenants: usize) -> Router {
     for i in 0..tenants {
         doc.tenants.insert(
             format!("t{i:04}"),
-            serde_json::from_value(json!({"actions": {"a": {"max_requests": i + 1, "window_duration_seconds": 60.0}}}))
-                .unwrap(),
+            serde_json::from_value(
+                json!({"actions": {"a": {"max_requests": i + 1, "window_duration_seconds": 60.0}}}),
+            )
+            .unwrap(),
         );
     }
     let config = Arc::new(ConfigManager::in_memory(doc).unwrap());
@@ -32,7 +34,12 @@ fn app_with(tenants: usize) -> Router {
     router(AppState::new(limiter, None))
 }
 
-async fn call(app: &Router, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Vec<u8>) {
+async fn call(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    body: Option<Value>,
+) -> (StatusCode, Vec<u8>) {
     let mut req = Request::builder().method(method).uri(uri);
     if body.is_some() {
         req = req.header("content-type", "application/json");
@@ -48,7 +55,12 @@ async fn call(app: &Router, method: Method, uri: &str, body: Option<Value>) -> (
     (status, bytes.to_vec())
 }
 
-async fn json_call(app: &Router, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+async fn json_call(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let (s, b) = call(app, method, uri, body).await;
     (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
 }
@@ -144,7 +156,10 @@ async fn a_batch_applies_everything_under_one_version_or_nothing() {
         assert_eq!(s, code, "{body}");
         assert!(body["message"].as_str().unwrap().contains(needle), "{body}");
         let (_, acme) = json_call(&app, Method::GET, "/api/config/tenant/acme", None).await;
-        assert_eq!(acme["actions"]["login"]["max_requests"], 5, "nothing applied");
+        assert_eq!(
+            acme["actions"]["login"]["max_requests"], 5,
+            "nothing applied"
+        );
         assert_eq!(acme["version"], v0 + 1);
     }
 

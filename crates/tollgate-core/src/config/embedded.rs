@@ -281,7 +281,10 @@ impl ConfigBackend for EmbeddedBackend {
 
     async fn commit(&self, commit: &Commit<'_>, expected_version: u64) -> Result<(), ConfigError> {
         check_version(commit.next.version).map_err(ConfigError::Invalid)?;
-        let global = commit.global.then(|| json(&commit.next.global)).transpose()?;
+        let global = commit
+            .global
+            .then(|| json(&commit.next.global))
+            .transpose()?;
         let records = commit
             .records()
             .map(|(t, doc)| Ok((t.to_string(), doc.map(|d| json(&d)).transpose()?)))
@@ -325,7 +328,9 @@ pub fn stored_tenant_count(backend: &EmbeddedBackend) -> Result<u64, ConfigError
         .begin_read()
         .map_err(|e| persist("cannot read", &backend.path, e))?;
     match txn.open_table(TENANTS) {
-        Ok(t) => t.len().map_err(|e| persist("cannot read", &backend.path, e)),
+        Ok(t) => t
+            .len()
+            .map_err(|e| persist("cannot read", &backend.path, e)),
         Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
         Err(e) => Err(persist("cannot read", &backend.path, e)),
     }

@@ -53,7 +53,8 @@ pub trait ConfigBackend: Send + Sync + 'static {
     /// Backends with per-record storage write only the records `commit` names, so a change costs
     /// the same at ten tenants and at a million; the default stores the whole document.
     async fn commit(&self, commit: &Commit<'_>, expected_version: u64) -> Result<(), ConfigError> {
-        self.save(&commit.next.to_document(), expected_version).await
+        self.save(&commit.next.to_document(), expected_version)
+            .await
     }
 }
 

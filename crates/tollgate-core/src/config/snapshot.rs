@@ -220,7 +220,11 @@ impl Snapshot {
 
     /// Up to `limit` configured tenants after `after` (exclusive) in id order, with the id to pass
     /// as `after` for the next page (`None` when this page reaches the end). O(log n + limit).
-    pub fn page(&self, after: Option<&str>, limit: usize) -> (Vec<(&String, &TenantLimits)>, Option<String>) {
+    pub fn page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<(&String, &TenantLimits)>, Option<String>) {
         use std::ops::Bound;
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut it = self.tenants.range::<_, str>((start, Bound::Unbounded));
