@@ -10,7 +10,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tollgate_core::config::{ConfigBackend, ConfigDocument, ConfigError, RedisConfigBackend};
+use tollgate_core::config::{
+    Commit, ConfigBackend, ConfigDocument, ConfigError, RedisConfigBackend,
+};
 use tollgate_core::limit::{Limit, RateKey};
 use tollgate_core::policy::{Op, PolicyItem, PolicyVerdict};
 use tollgate_core::redis_conn::RedisOptions;
@@ -106,6 +108,10 @@ impl ConfigBackend for LateConfigBackend {
     }
     async fn save(&self, doc: &ConfigDocument, expected_version: u64) -> Result<(), ConfigError> {
         self.get()?.save(doc, expected_version).await
+    }
+    // Forwarded so a change stores only the records it touched, as with a direct backend.
+    async fn commit(&self, commit: &Commit<'_>, expected_version: u64) -> Result<(), ConfigError> {
+        self.get()?.commit(commit, expected_version).await
     }
 }
 

@@ -8,7 +8,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tollgate_core::clock::{Clock, SkewedClock, SystemClock};
 use tollgate_core::config::{
-    ConfigBackend, ConfigDocument, ConfigError, ConfigManager, FileBackend, RedisConfigBackend,
+    ConfigBackend, ConfigDocument, ConfigError, ConfigManager, EmbeddedBackend, RedisConfigBackend,
 };
 use tollgate_core::redis_conn::RedisOptions;
 use tollgate_core::store::{MemoryStore, RedisStore, RedisStoreOptions, Store};
@@ -78,7 +78,8 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
         StoreKind::Memory => {
             let store = MemoryStore::new(clock, args.max_keys);
             background.push(Box::new(store.spawn_sweeper(Duration::from_secs(1))));
-            let backend = FileBackend::new(&args.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let backend =
+                EmbeddedBackend::new(&args.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
             (Arc::new(store), Arc::new(backend))
         }
         StoreKind::Redis => {

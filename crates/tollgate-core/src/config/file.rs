@@ -92,6 +92,26 @@ impl FileBackend {
     }
 }
 
+/// Reads a whole-document JSON file (`config.json`); `None` when there is none.
+pub(super) fn read_document(path: &Path) -> Result<Option<ConfigDocument>, ConfigError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(ConfigError::Corrupt(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        ConfigError::Corrupt(format!(
+            "{} is not a valid tollgate configuration: {e} (fix or remove the file)",
+            path.display()
+        ))
+    })
+}
+
 /// Temporary files are `config.json.<random>.tmp` next to `config.json`.
 const TEMP_PREFIX: &str = "config.json.";
 const TEMP_SUFFIX: &str = ".tmp";
@@ -99,22 +119,7 @@ const TEMP_SUFFIX: &str = ".tmp";
 #[async_trait]
 impl ConfigBackend for FileBackend {
     async fn load(&self) -> Result<Option<ConfigDocument>, ConfigError> {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(ConfigError::Corrupt(format!(
-                    "cannot read {}: {e}",
-                    self.path.display()
-                )))
-            }
-        };
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            ConfigError::Corrupt(format!(
-                "{} is not a valid tollgate configuration: {e} (fix or remove the file)",
-                self.path.display()
-            ))
-        })
+        read_document(&self.path)
     }
 
     async fn save(&self, doc: &ConfigDocument, _expected_version: u64) -> Result<(), ConfigError> {
@@ -156,6 +161,11 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<ConfigDocument, ConfigError
         ConfigError::Invalid(list)
     })?;
     Ok(doc)
+}
+
+/// The configuration as a `--config` TOML file.
+pub fn to_toml(doc: &ConfigDocument) -> Result<String, ConfigError> {
+    toml::to_string(doc).map_err(|e| ConfigError::Persist(format!("cannot write TOML: {e}")))
 }
 
 #[cfg(test)]

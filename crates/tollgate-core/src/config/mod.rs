@@ -3,6 +3,7 @@
 //! lock-free by every decision.
 
 mod document;
+mod embedded;
 mod file;
 mod redis;
 mod snapshot;
@@ -19,7 +20,8 @@ pub use document::{
     DEFAULT_MAX_KEYS_PER_TENANT, DEFAULT_MAX_REQUEST_WINDOW_SECONDS, DEFAULT_NEW_KEYS_PER_SECOND,
     DEFAULT_QUEUE_TIMEOUT_MS,
 };
-pub use file::{parse_toml, FileBackend};
+pub use embedded::{stored_tenant_count, EmbeddedBackend, DATABASE_FILE, IMPORTED_SUFFIX};
+pub use file::{parse_toml, to_toml, FileBackend};
 pub use redis::RedisConfigBackend;
 pub use snapshot::{Snapshot, TenantLimits};
 
@@ -49,6 +51,39 @@ pub trait ConfigBackend: Send + Sync + 'static {
     async fn load(&self) -> Result<Option<ConfigDocument>, ConfigError>;
     /// Stores `doc` if the stored version is still `expected_version` (0 = nothing stored).
     async fn save(&self, doc: &ConfigDocument, expected_version: u64) -> Result<(), ConfigError>;
+    /// Stores one change if the stored version is still `expected_version`: all of it or none.
+    /// Backends with per-record storage write only the records `commit` names, so a change costs
+    /// the same at ten tenants and at a million; the default stores the whole document.
+    async fn commit(&self, commit: &Commit<'_>, expected_version: u64) -> Result<(), ConfigError> {
+        self.save(&commit.next.to_document(), expected_version)
+            .await
+    }
+}
+
+/// One change as a backend stores it: the configuration after it and the records it touched.
+#[derive(Debug)]
+pub struct Commit<'a> {
+    /// The configuration after the change, carrying the new version.
+    pub next: &'a Snapshot,
+    /// True when the global settings changed.
+    pub global: bool,
+    /// Tenants whose record changed, in id order: each is stored as `next` has it, or removed
+    /// when `next` no longer configures it.
+    pub tenants: &'a [String],
+}
+
+impl Commit<'_> {
+    /// The stored form of each touched tenant (`None` = remove its record).
+    pub fn records(&self) -> impl Iterator<Item = (&str, Option<TenantDocument>)> + '_ {
+        self.tenants.iter().map(|t| {
+            let doc = self
+                .next
+                .tenants
+                .contains_key(t.as_str())
+                .then(|| self.next.tenant_document(t));
+            (t.as_str(), doc)
+        })
+    }
 }
 
 /// A backend that keeps nothing; for tests and embedding.
@@ -121,6 +156,9 @@ pub enum Change {
     ResetWeight {
         tenant: String,
     },
+    /// Several changes applied in order as one: all of them under one new version, or none
+    /// (the first that fails is reported and nothing is applied or stored).
+    Batch(Vec<Change>),
 }
 
 /// A partial update of a tenant's settings: `None` keeps a value as it is; for the bounds on
@@ -302,9 +340,16 @@ impl Inner {
         // A conflict means another instance wrote first: take its version and redo the change on it.
         for _ in 0..5 {
             let cur = self.current.load_full();
-            let mut next = build(&cur, &change)?;
+            let mut touched = Touched::default();
+            let mut next = build(&cur, &change, &mut touched)?;
             next.version = next_version(cur.version)?;
-            match self.backend.save(&next.to_document(), cur.version).await {
+            let tenants: Vec<String> = touched.tenants.into_iter().collect();
+            let commit = Commit {
+                next: &next,
+                global: touched.global,
+                tenants: &tenants,
+            };
+            match self.backend.commit(&commit, cur.version).await {
                 Ok(()) => {
                     let next = Arc::new(next);
                     self.publish(next.clone());
@@ -456,10 +501,34 @@ fn join(problems: &[ConfigProblem]) -> String {
         .join("; ")
 }
 
-/// The snapshot `change` makes of `cur` (version not yet bumped).
-fn build(cur: &Snapshot, change: &Change) -> Result<Snapshot, ConfigError> {
+/// What a change touched, so only those records are stored.
+#[derive(Debug, Default)]
+struct Touched {
+    global: bool,
+    tenants: std::collections::BTreeSet<String>,
+}
+
+/// The snapshot `change` makes of `cur` (version not yet bumped); records what it touched.
+fn build(cur: &Snapshot, change: &Change, touched: &mut Touched) -> Result<Snapshot, ConfigError> {
     let invalid = |e: crate::limit::InvalidArgument| ConfigError::Invalid(e.0);
+    // Cloning shares every tenant (a persistent map): O(1), not O(tenants).
     let mut next = cur.clone();
+    match change {
+        Change::Global(_) => touched.global = true,
+        Change::SetAction { tenant, .. }
+        | Change::DeleteAction { tenant, .. }
+        | Change::SetClient { tenant, .. }
+        | Change::DeleteClient { tenant, .. }
+        | Change::Weight { tenant, .. }
+        | Change::TenantSettings { tenant, .. }
+        | Change::AddApiKey { tenant, .. }
+        | Change::RemoveApiKey { tenant, .. }
+        | Change::DeleteTenant { tenant }
+        | Change::ResetWeight { tenant } => {
+            touched.tenants.insert(tenant.clone());
+        }
+        Change::ReplaceAll(_) | Change::Batch(_) => {}
+    }
     let tenant_mut = |next: &mut Snapshot, tenant: &str| -> Result<TenantLimits, ConfigError> {
         validate_id("tenant_id", tenant).map_err(invalid)?;
         Ok(next
@@ -615,6 +684,24 @@ fn build(cur: &Snapshot, change: &Change) -> Result<Snapshot, ConfigError> {
                 }
             }
             next = Snapshot::from_document(&doc).map_err(|p| ConfigError::Invalid(join(&p)))?;
+            touched.global |= next.global != cur.global;
+            // Only records that differ are stored again: O(size of both configurations) to
+            // compare, but a reload that changes one tenant writes one record.
+            for (tid, t) in &next.tenants {
+                if cur.tenants.get(tid.as_str()).is_none_or(|c| **c != **t) {
+                    touched.tenants.insert(tid.clone());
+                }
+            }
+            for tid in cur.tenants.keys() {
+                if !next.tenants.contains_key(tid.as_str()) {
+                    touched.tenants.insert(tid.clone());
+                }
+            }
+        }
+        Change::Batch(changes) => {
+            for c in changes {
+                next = build(&next, c, touched)?;
+            }
         }
         Change::AddApiKey {
             tenant,

@@ -41,15 +41,20 @@ impl TenantLimits {
     }
 }
 
+/// A persistent ordered map: a clone shares every node, and a change copies only the O(log n)
+/// nodes on its path, so publishing a new snapshot after a one-tenant change does not copy the
+/// other tenants. Ordered by id, which gives paging a stable order.
+pub type SharedMap<V> = imbl::OrdMap<String, V>;
+
 /// An immutable, validated configuration.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     pub version: u64,
     pub global: GlobalSettings,
     /// Tenants are behind `Arc` so a change to one tenant copies pointers, not every tenant's maps.
-    pub tenants: Map<Arc<TenantLimits>>,
+    pub tenants: SharedMap<Arc<TenantLimits>>,
     /// key id → the tenant holding that key, so a presented key is found without a scan.
-    pub key_owners: Map<String>,
+    pub key_owners: SharedMap<String>,
 }
 
 impl Snapshot {
@@ -94,8 +99,8 @@ impl Snapshot {
     /// Validates a document and builds a snapshot, or lists every problem found.
     pub fn from_document(doc: &ConfigDocument) -> Result<Self, Vec<ConfigProblem>> {
         let mut problems = doc.global.problems("global.");
-        let mut tenants = Map::default();
-        let mut key_owners = Map::default();
+        let mut tenants = SharedMap::default();
+        let mut key_owners = SharedMap::default();
         for (tid, tdoc) in &doc.tenants {
             let base = format!("tenants.{tid}");
             if let Err(e) = validate_id("tenant_id", tid) {
@@ -211,6 +216,24 @@ impl Snapshot {
             global: self.global,
             tenants,
         }
+    }
+
+    /// Up to `limit` configured tenants after `after` (exclusive) in id order, with the id to pass
+    /// as `after` for the next page (`None` when this page reaches the end). O(log n + limit).
+    pub fn page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<(&String, &TenantLimits)>, Option<String>) {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut it = self.tenants.range::<_, str>((start, Bound::Unbounded));
+        let page: Vec<_> = it.by_ref().take(limit).map(|(k, v)| (k, &**v)).collect();
+        let next = match (page.last(), it.next()) {
+            (Some((last, _)), Some(_)) => Some((*last).clone()),
+            _ => None,
+        };
+        (page, next)
     }
 
     /// One tenant's document; defaults when the tenant has no configuration.

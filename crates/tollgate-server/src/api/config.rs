@@ -33,20 +33,6 @@ fn id(field: &str, value: &str) -> Result<(), ApiError> {
     validate_id(field, value).map_err(|e| ApiError::InvalidArgument(e.0))
 }
 
-#[utoipa::path(
-    get,
-    path = "/api/config",
-    tag = "configuration",
-    security(("admin_token" = [])),
-    responses(
-        (status = 200, description = "The whole configuration", body = super::schema::ConfigDocumentSchema),
-        (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
-    )
-)]
-pub async fn get_all(State(state): State<AppState>) -> Response {
-    axum::Json(state.limiter().config().snapshot().to_document()).into_response()
-}
-
 /// New global load settings: any subset of the keys; an omitted key keeps its value.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

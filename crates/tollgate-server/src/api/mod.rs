@@ -1,6 +1,7 @@
 //! The HTTP API: routes, admin authentication, and JSON answers for unknown routes and methods.
 
 mod config;
+mod config_bulk;
 mod decision;
 mod health;
 mod ops;
@@ -41,7 +42,9 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi_json));
     let admin = OpenApiRouter::new()
-        .routes(routes!(config::get_all))
+        .routes(routes!(config_bulk::get_page))
+        .routes(routes!(config_bulk::export))
+        .routes(routes!(config_bulk::post_batch))
         .routes(routes!(config::put_global))
         .routes(routes!(config::get_tenant, config::delete_tenant))
         .routes(routes!(config::put_weight, config::delete_weight))

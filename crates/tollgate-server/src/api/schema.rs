@@ -83,6 +83,28 @@ pub struct ConfigDocumentSchema {
     pub tenants: BTreeMap<String, TenantDocumentSchema>,
 }
 
+/// One page of the configuration.
+#[derive(ToSchema)]
+pub struct ConfigPage {
+    pub version: u64,
+    pub global: GlobalSettingsSchema,
+    /// Up to `limit` configured tenants, in tenant id order.
+    pub tenants: BTreeMap<String, TenantDocumentSchema>,
+    /// Pass as `after` to get the next page; `null` on the last page.
+    pub next_after: Option<String>,
+}
+
+/// A batch applied.
+#[derive(ToSchema)]
+pub struct BatchApplied {
+    /// `applied`.
+    pub status: String,
+    /// How many changes the batch held.
+    pub changes: usize,
+    /// The configuration version every change of the batch carries.
+    pub version: u64,
+}
+
 /// A tenant's bounds on state as they apply to it.
 #[derive(ToSchema)]
 pub struct StateBounds {
