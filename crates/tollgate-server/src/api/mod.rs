@@ -1,10 +1,12 @@
 //! The HTTP API: routes, admin authentication, and JSON answers for unknown routes and methods.
 
 mod config;
+mod dashboard;
 mod decision;
 mod health;
 mod ops;
 mod schema;
+mod stats;
 mod tenant_auth;
 mod tenant_keys;
 
@@ -36,7 +38,10 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(decision::status))
         .routes(routes!(health::health))
         .routes(routes!(ops::metrics))
-        .routes(routes!(ops::openapi_json));
+        .routes(routes!(ops::openapi_json))
+        .routes(routes!(dashboard::page))
+        .routes(routes!(dashboard::script))
+        .routes(routes!(dashboard::style));
     let admin = OpenApiRouter::new()
         .routes(routes!(config::get_all))
         .routes(routes!(config::put_global))
@@ -46,7 +51,8 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(config::put_action, config::delete_action))
         .routes(routes!(config::put_client, config::delete_client))
         .routes(routes!(tenant_keys::create_key, tenant_keys::list_keys))
-        .routes(routes!(tenant_keys::delete_key));
+        .routes(routes!(tenant_keys::delete_key))
+        .routes(routes!(stats::stats));
     (public, admin)
 }
 
