@@ -102,7 +102,10 @@ async fn report_counts_equal_the_scripted_decisions() {
             ..Default::default()
         }
     );
-    assert!(r.tenants.iter().all(|t| t.tenant.as_deref() != Some("gamma")));
+    assert!(r
+        .tenants
+        .iter()
+        .all(|t| t.tenant.as_deref() != Some("gamma")));
     assert!((alpha.denied_share - 0.4).abs() < 1e-9, "{alpha:?}");
     assert_eq!(r.service.max_global_concurrent_requests, 1);
     assert_eq!(r.service.store_kind, "memory");
@@ -164,9 +167,18 @@ async fn admission_shares_sit_next_to_weighted_fair_shares() {
     let noisy = row(&r.tenants, "noisy");
     let heavy = row(&r.tenants, "heavy");
     let quiet = row(&r.tenants, "quiet");
-    assert!(close(noisy.admitted_share, 0.5) && close(noisy.fair_share, 0.3), "{noisy:?}");
-    assert!(close(heavy.admitted_share, 0.4) && close(heavy.fair_share, 0.6), "{heavy:?}");
-    assert!(close(quiet.admitted_share, 0.1) && close(quiet.fair_share, 0.1), "{quiet:?}");
+    assert!(
+        close(noisy.admitted_share, 0.5) && close(noisy.fair_share, 0.3),
+        "{noisy:?}"
+    );
+    assert!(
+        close(heavy.admitted_share, 0.4) && close(heavy.fair_share, 0.6),
+        "{heavy:?}"
+    );
+    assert!(
+        close(quiet.admitted_share, 0.1) && close(quiet.fair_share, 0.1),
+        "{quiet:?}"
+    );
     assert_eq!(heavy.weight, 2);
     assert_eq!(noisy.decisions_per_second, 200.0);
 }

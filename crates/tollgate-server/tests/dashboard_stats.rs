@@ -13,9 +13,15 @@ async fn decide(app: &axum::Router, tenant: &str, client: &str, max: u64) -> Sta
     let body = format!(
         r#"{{"tenant_id":"{tenant}","client_id":"{client}","action_type":"read","max_requests":{max},"window_duration_seconds":60}}"#
     );
-    send(app, Method::POST, "/api/check_and_consume", Some(&body), &[])
-        .await
-        .status
+    send(
+        app,
+        Method::POST,
+        "/api/check_and_consume",
+        Some(&body),
+        &[],
+    )
+    .await
+    .status
 }
 
 fn tenant<'a>(stats: &'a Value, name: &str) -> &'a Value {
@@ -37,7 +43,10 @@ async fn stats_after_scripted_decisions_equal_the_known_counts() {
     }
     // beta: 6 calls over 3 keys limited to 10 -> 6 allowed.
     for i in 0..6 {
-        assert_eq!(decide(app, "beta", &format!("c{}", i % 3), 10).await, StatusCode::OK);
+        assert_eq!(
+            decide(app, "beta", &format!("c{}", i % 3), 10).await,
+            StatusCode::OK
+        );
     }
     // Not decisions: invalid input is refused before the limiter decides anything.
     let bad = send(
@@ -50,12 +59,23 @@ async fn stats_after_scripted_decisions_equal_the_known_counts() {
     .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     // Fail open: the store is down and policy is allow.
-    svc.store.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    svc.store
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(decide(app, "beta", "c0", 10).await, StatusCode::OK);
-    svc.store.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    svc.store
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
 
     let auth = format!("Bearer {TOKEN}");
-    let r = send(app, Method::GET, "/api/stats", None, &[("authorization", &auth)]).await;
+    let r = send(
+        app,
+        Method::GET,
+        "/api/stats",
+        None,
+        &[("authorization", &auth)],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let s = r.json();
     let totals = &s["service"]["totals"];
@@ -87,7 +107,14 @@ async fn stats_after_scripted_decisions_equal_the_known_counts() {
     assert_eq!(s["service"]["store_healthy"], true);
 
     // A second read counts nothing twice.
-    let again = send(app, Method::GET, "/api/stats", None, &[("authorization", &auth)]).await;
+    let again = send(
+        app,
+        Method::GET,
+        "/api/stats",
+        None,
+        &[("authorization", &auth)],
+    )
+    .await;
     assert_eq!(again.json()["service"]["totals"], *totals);
 }
 
@@ -128,6 +155,8 @@ async fn dashboard_page_and_assets_are_embedded_with_a_strict_policy() {
         assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"));
     }
     // Nothing in the page refers to another origin.
-    let html = send(&svc.app, Method::GET, "/dashboard", None, &[]).await.text();
+    let html = send(&svc.app, Method::GET, "/dashboard", None, &[])
+        .await
+        .text();
     assert!(!html.contains("http://") && !html.contains("https://"));
 }

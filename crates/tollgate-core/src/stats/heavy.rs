@@ -101,7 +101,10 @@ mod tests {
             s.record(1, heavy, None);
         }
         let top = s.drain();
-        let h = top.iter().find(|c| c.client == "heavy").expect("heavy key kept");
+        let h = top
+            .iter()
+            .find(|c| c.client == "heavy")
+            .expect("heavy key kept");
         assert!(h.count >= 1000 && h.count - h.error <= 1000, "{h:?}");
         assert!(top.len() <= K);
         assert!(s.drain().is_empty(), "counts reset by the drain");

@@ -86,10 +86,19 @@ mod tests {
         let mut prev = 0;
         for v in 0..100_000u64 {
             let b = bucket(v);
-            assert!(b == prev || b == prev + 1, "value {v} jumped from {prev} to {b}");
-            assert!(v < upper_bound(b), "value {v} not below the bound of its bucket {b}");
+            assert!(
+                b == prev || b == prev + 1,
+                "value {v} jumped from {prev} to {b}"
+            );
+            assert!(
+                v < upper_bound(b),
+                "value {v} not below the bound of its bucket {b}"
+            );
             if b > 0 {
-                assert!(v >= upper_bound(b - 1), "value {v} below its bucket {b}'s start");
+                assert!(
+                    v >= upper_bound(b - 1),
+                    "value {v} below its bucket {b}'s start"
+                );
             }
             prev = b;
         }

@@ -201,7 +201,11 @@ pub fn build(agg: &Aggregate, ctx: &Context) -> StatsReport {
     }
     let service = ServiceStats {
         totals: agg.totals.into(),
-        last_second: agg.history.back().map_or([0; OUTCOMES], |s| s.outcomes).into(),
+        last_second: agg
+            .history
+            .back()
+            .map_or([0; OUTCOMES], |s| s.outcomes)
+            .into(),
         latency_p50_ms: ms(latency.quantile(0.5)),
         latency_p99_ms: ms(latency.quantile(0.99)),
         in_flight: ctx.gauges.in_flight as u64,
@@ -337,4 +341,3 @@ fn heavy_hitters(agg: &Aggregate) -> HeavyHitters {
         by_denials: view(denials),
     }
 }
-
