@@ -36,10 +36,8 @@ pub struct TenantTrack {
 
 impl TenantTrack {
     fn add(&mut self, counts: &[u64; OUTCOMES]) {
-        for i in 0..OUTCOMES {
-            self.totals[i] += counts[i];
-            self.current[i] += counts[i];
-        }
+        add_into(&mut self.totals, counts);
+        add_into(&mut self.current, counts);
     }
 
     fn close(&mut self) {
@@ -70,6 +68,13 @@ pub struct Aggregate {
     pub current_denials: Vec<Counter>,
     /// Each closed second's top keys (merged over shards), newest last.
     pub heavy: VecDeque<(Vec<Counter>, Vec<Counter>)>,
+}
+
+/// Adds `src` to `dst`, outcome by outcome.
+pub fn add_into(dst: &mut [u64; OUTCOMES], src: &[u64; OUTCOMES]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += s;
+    }
 }
 
 /// Sums counters of the same key; the result is sorted by count, largest first.
@@ -114,18 +119,18 @@ impl Aggregate {
     }
 
     pub fn absorb(&mut self, d: Drained) {
-        for i in 0..OUTCOMES {
-            self.totals[i] += d.outcomes[i];
-            self.current[i] += d.outcomes[i];
-        }
+        add_into(&mut self.totals, &d.outcomes);
+        add_into(&mut self.current, &d.outcomes);
         self.current_latency.add(&d.latency);
         for t in d.tenants {
             if let Some(track) = self.tenants.get_mut(&t.name) {
                 track.add(&t.outcomes);
             } else if self.tenants.len() < self.max_tenants {
-                let mut track = TenantTrack::default();
                 // A newcomer's earlier seconds are zero: align its ring with the others'.
-                track.recent = VecDeque::from(vec![[0; OUTCOMES]; self.other.recent.len()]);
+                let mut track = TenantTrack {
+                    recent: VecDeque::from(vec![[0; OUTCOMES]; self.other.recent.len()]),
+                    ..TenantTrack::default()
+                };
                 track.add(&t.outcomes);
                 self.tenants.insert(t.name, track);
             } else {

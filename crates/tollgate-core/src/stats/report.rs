@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::aggregate::{merge, Aggregate, TenantTrack};
+use super::aggregate::{add_into, merge, Aggregate, TenantTrack};
 use super::fair::{max_min_shares, Demand};
 use super::{Gauges, StatOutcome, OUTCOMES, RECENT_SECONDS, SHARE_INTERVAL_SECONDS};
 use crate::config::Snapshot;
@@ -178,9 +178,7 @@ fn ms(micros: Option<u64>) -> Option<f64> {
 fn sum(rows: impl Iterator<Item = [u64; OUTCOMES]>) -> [u64; OUTCOMES] {
     let mut out = [0; OUTCOMES];
     for r in rows {
-        for i in 0..OUTCOMES {
-            out[i] += r[i];
-        }
+        add_into(&mut out, &r);
     }
     out
 }
