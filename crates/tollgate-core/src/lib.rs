@@ -11,6 +11,7 @@
 //! - [`credentials`] — tenant API keys: issuing, stored form, verification.
 //! - [`load`] — the TenantLoadManager: bounded concurrency with fair per-tenant queues.
 //! - [`limiter`] — the orchestrator tying them together.
+//! - [`stats`] — live statistics for the dashboard: outcomes, latency, tenant shares, heavy hitters.
 // One `unsafe` block in the crate, a prefetch hint (`store/memory/prefetch.rs`), allowed where it is.
 #![deny(unsafe_code)]
 
@@ -22,6 +23,7 @@ pub mod limiter;
 pub mod load;
 pub mod policy;
 pub mod redis_conn;
+pub mod stats;
 pub mod store;
 pub mod window;
 

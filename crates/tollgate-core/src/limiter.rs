@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::config::{Change, ConfigError, ConfigManager, Snapshot};
 use crate::limit::{validate_cost, InvalidArgument, Limit, LimitSource, RateKey};
 use crate::load::{LoadManager, Shed};
+use crate::stats::Stats;
 use crate::store::{KeyBounds, Store, StoreError};
 use crate::window::Verdict;
 
@@ -81,6 +82,8 @@ pub struct Limiter {
     load: LoadManager,
     policy: StoreErrorPolicy,
     unknown_tenants: UnknownTenantPolicy,
+    /// Live statistics for the dashboard; `None` collects nothing.
+    stats: Option<Arc<Stats>>,
 }
 
 impl Limiter {
@@ -101,7 +104,18 @@ impl Limiter {
             load,
             policy,
             unknown_tenants: UnknownTenantPolicy::Allow,
+            stats: None,
         }
+    }
+
+    /// Records every decision into `stats` (see [`crate::stats`]).
+    pub fn with_stats(mut self, stats: Arc<Stats>) -> Self {
+        self.stats = Some(stats);
+        self
+    }
+
+    pub fn stats(&self) -> Option<&Arc<Stats>> {
+        self.stats.as_ref()
     }
 
     /// Sets what happens to calls for tenants without configuration (default: allowed).
@@ -176,11 +190,21 @@ impl Limiter {
         Ok((limit, source, weight, bounds))
     }
 
-    /// The decision path: validate, resolve, admit, decide.
+    /// The decision path: validate, resolve, admit, decide; then count it for the statistics.
     pub async fn check_and_consume(
         &self,
         req: DecisionRequest<'_>,
     ) -> Result<Decision, LimitError> {
+        let Some(stats) = &self.stats else {
+            return self.decide(req).await;
+        };
+        let started = std::time::Instant::now();
+        let result = self.decide(req).await;
+        stats.record(req.key, &result, started.elapsed());
+        result
+    }
+
+    async fn decide(&self, req: DecisionRequest<'_>) -> Result<Decision, LimitError> {
         let (limit, source, weight, bounds) = self.resolve(req.key, req.requested)?;
         validate_cost(req.cost, &limit)?;
         let permit = self.load.acquire(req.key.tenant, weight).await?;

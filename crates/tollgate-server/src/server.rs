@@ -11,6 +11,7 @@ use tollgate_core::config::{
     ConfigBackend, ConfigDocument, ConfigError, ConfigManager, EmbeddedBackend, RedisConfigBackend,
 };
 use tollgate_core::redis_conn::RedisOptions;
+use tollgate_core::stats::{self, Stats};
 use tollgate_core::store::{MemoryStore, RedisStore, RedisStoreOptions, Store};
 use tollgate_core::{Limiter, StoreErrorPolicy, UnknownTenantPolicy};
 
@@ -165,8 +166,14 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
         UnknownTenants::Deny => UnknownTenantPolicy::Deny,
     };
     let limiter = Arc::new(
-        Limiter::new(Arc::new(config), store, policy).with_unknown_tenants(unknown_tenants),
+        Limiter::new(Arc::new(config), store, policy)
+            .with_unknown_tenants(unknown_tenants)
+            .with_stats(Arc::new(Stats::default())),
     );
+    background.push(Box::new(stats::spawn_sampler(
+        limiter.clone(),
+        Duration::from_secs(1),
+    )));
     if let Some(backend) = redis_sync {
         background.push(Box::new(crate::config_sync::spawn(
             limiter.clone(),

@@ -40,6 +40,10 @@ const EXPECTED: &[(&str, &str)] = &[
     ("delete", "/api/config/tenant/{tenant}/keys/{key_id}"),
     ("get", "/metrics"),
     ("get", "/api/openapi.json"),
+    ("get", "/api/stats"),
+    ("get", "/dashboard"),
+    ("get", "/dashboard/app.js"),
+    ("get", "/dashboard/app.css"),
 ];
 
 fn operations(doc: &Value) -> BTreeSet<(String, String)> {
@@ -232,11 +236,11 @@ async fn every_route_documented_and_every_documented_operation_routed() {
     let r = send(&svc.app, Method::GET, "/api/config", None, &[]).await;
     check_response(&doc, "get", "/api/config", r.status, &r.body);
 
-    // Config operations declare the admin bearer scheme; decisions the optional tenant key (or
+    // Config operations and statistics declare the admin bearer scheme; decisions the optional tenant key (or
     // the admin token); the rest none.
     for (method, path) in &documented {
         let sec = &doc["paths"][path][method]["security"];
-        if path.starts_with("/api/config") {
+        if path.starts_with("/api/config") || path == "/api/stats" {
             assert_eq!(
                 sec[0]["admin_token"],
                 serde_json::json!([]),

@@ -2,11 +2,13 @@
 
 mod config;
 mod config_bulk;
+mod dashboard;
 mod decision;
 mod health;
 mod ops;
 mod probes;
 mod schema;
+mod stats;
 mod tenant_auth;
 mod tenant_keys;
 
@@ -40,7 +42,10 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(probes::livez))
         .routes(routes!(probes::readyz))
         .routes(routes!(ops::metrics))
-        .routes(routes!(ops::openapi_json));
+        .routes(routes!(ops::openapi_json))
+        .routes(routes!(dashboard::page))
+        .routes(routes!(dashboard::script))
+        .routes(routes!(dashboard::style));
     let admin = OpenApiRouter::new()
         .routes(routes!(config_bulk::get_page))
         .routes(routes!(config_bulk::export))
@@ -52,7 +57,8 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(config::put_action, config::delete_action))
         .routes(routes!(config::put_client, config::delete_client))
         .routes(routes!(tenant_keys::create_key, tenant_keys::list_keys))
-        .routes(routes!(tenant_keys::delete_key));
+        .routes(routes!(tenant_keys::delete_key))
+        .routes(routes!(stats::stats));
     (public, admin)
 }
 

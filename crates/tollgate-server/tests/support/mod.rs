@@ -104,11 +104,10 @@ pub fn service_over(token: Option<&str>, config: ConfigManager) -> TestService {
     let metrics = Arc::new(Metrics::new());
     let instrumented: Arc<dyn Store> =
         Arc::new(InstrumentedStore::new(store.clone(), metrics.clone()));
-    let limiter = Arc::new(Limiter::new(
-        Arc::new(config),
-        instrumented,
-        StoreErrorPolicy::Allow,
-    ));
+    let limiter = Arc::new(
+        Limiter::new(Arc::new(config), instrumented, StoreErrorPolicy::Allow)
+            .with_stats(Arc::new(tollgate_core::stats::Stats::default())),
+    );
     let state = AppState::with_metrics(limiter, token.map(String::from), metrics);
     let app = tollgate_server::api::router(state.clone());
     TestService { state, store, app }
