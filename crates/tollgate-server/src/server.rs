@@ -117,7 +117,9 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
         UnknownTenants::Deny => UnknownTenantPolicy::Deny,
     };
     let limiter = Arc::new(
-        Limiter::new(Arc::new(config), store, policy).with_unknown_tenants(unknown_tenants),
+        Limiter::new(Arc::new(config), store, policy)
+            .with_unknown_tenants(unknown_tenants)
+            .with_shadow(args.shadow),
     );
     if let Some(backend) = redis_sync {
         background.push(Box::new(crate::config_sync::spawn(

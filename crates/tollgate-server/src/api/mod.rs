@@ -1,5 +1,6 @@
 //! The HTTP API: routes, admin authentication, and JSON answers for unknown routes and methods.
 
+mod adjust;
 mod config;
 mod decision;
 mod health;
@@ -34,6 +35,8 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
     let public = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(decision::check_and_consume))
         .routes(routes!(decision::status))
+        .routes(routes!(adjust::report))
+        .routes(routes!(adjust::refund))
         .routes(routes!(health::health))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi_json));
