@@ -99,3 +99,17 @@ impl KeyState {
         Ok(f(&mut states))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_state_is_no_bigger_than_the_log() {
+        assert_eq!(
+            std::mem::size_of::<KeyState>(),
+            std::mem::size_of::<WindowLog>()
+        );
+        assert_eq!(std::mem::size_of::<WindowLog>(), 48);
+    }
+}
