@@ -49,7 +49,10 @@ fn policies() -> Vec<(&'static str, Policy)> {
         ),
         (
             "fixed_window",
-            p(vec![one(Algorithm::FixedWindow { calendar: None }, 1_000_000)]),
+            p(vec![one(
+                Algorithm::FixedWindow { calendar: None },
+                1_000_000,
+            )]),
         ),
         (
             "fixed_window_month",
@@ -108,7 +111,11 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("{name}/1M_keys_random"), |b| {
             b.iter(|| {
                 i = (i + 1) % MANY;
-                black_box(decide(&store, RateKey::new("t", &ids[order[i]], "a"), &policy))
+                black_box(decide(
+                    &store,
+                    RateKey::new("t", &ids[order[i]], "a"),
+                    &policy,
+                ))
             })
         });
     }

@@ -56,10 +56,18 @@ pub fn state_ids(limits: &[PolicyLimit]) -> SmallVec<[StateId; 2]> {
         .collect()
 }
 
-/// The first limit whose state another, earlier limit already uses (such a policy would count
-/// one request twice in one state; configuration refuses it).
+/// The first limit with the same algorithm and window (or calendar) as an earlier one: such
+/// limits would share one state, or differ only in how the base log is kept; configuration refuses
+/// them (keep the stricter).
 pub fn shared_state(limits: &[PolicyLimit]) -> Option<usize> {
-    let ids = state_ids(limits);
+    let ids: SmallVec<[StateId; 2]> = state_ids(limits)
+        .into_iter()
+        .zip(limits)
+        .map(|(id, l)| match id {
+            StateId::BaseLog => StateId::Log(l.limit.window_micros),
+            other => other,
+        })
+        .collect();
     (1..ids.len()).find(|&i| ids[..i].contains(&ids[i]))
 }
 
