@@ -15,6 +15,8 @@ const TOKEN: &str = "openapi-test-token";
 const EXPECTED: &[(&str, &str)] = &[
     ("post", "/api/check_and_consume"),
     ("get", "/api/status/{tenant}/{client}/{action}"),
+    ("post", "/api/report"),
+    ("post", "/api/refund"),
     ("get", "/api/health"),
     ("get", "/api/config"),
     ("put", "/api/config/global"),
