@@ -67,6 +67,9 @@ fn sample(method: &str, path: &str) -> (String, Option<&'static str>) {
         ("post", "/api/check_and_consume") => Some(
             r#"{"tenant_id":"acme","client_id":"u1","action_type":"login","max_requests":5,"window_duration_seconds":60,"cost":1}"#,
         ),
+        ("post", "/api/report" | "/api/refund") => Some(
+            r#"{"tenant_id":"acme","client_id":"u1","action_type":"login","max_requests":5,"window_duration_seconds":60,"cost":1}"#,
+        ),
         ("put", "/api/config/global") => Some(
             r#"{"max_global_concurrent_requests":10,"max_tenant_queue_size":5,"queue_timeout_ms":500}"#,
         ),
@@ -236,7 +239,11 @@ async fn every_route_documented_and_every_documented_operation_routed() {
                 serde_json::json!([]),
                 "{method} {path}"
             );
-        } else if path.starts_with("/api/check_and_consume") || path.starts_with("/api/status") {
+        } else if path.starts_with("/api/check_and_consume")
+            || path.starts_with("/api/status")
+            || path == "/api/report"
+            || path == "/api/refund"
+        {
             assert_eq!(
                 sec,
                 &serde_json::json!([{}, {"tenant_key": []}, {"admin_token": []}]),
