@@ -5,17 +5,16 @@
 use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
-use tollgate_core::config::{ConfigDocument, ConfigManager, LimitSpec, Snapshot, TenantDocument};
+use tollgate_core::config::{
+    ConfigDocument, ConfigManager, LimitEntry, LimitSpec, Snapshot, TenantDocument,
+};
 
 fn config(tenants: usize) -> ConfigDocument {
-    let spec = LimitSpec {
-        max_requests: 100,
-        window_duration_seconds: 60.0,
-    };
+    let spec = LimitEntry::from(LimitSpec::new(100, 60.0));
     let mut doc = ConfigDocument::default();
     for t in 0..tenants {
         let mut td = TenantDocument::default();
-        td.actions.insert("api_call".into(), spec);
+        td.actions.insert("api_call".into(), spec.clone());
         doc.tenants.insert(format!("tenant-{t:07}"), td);
     }
     doc

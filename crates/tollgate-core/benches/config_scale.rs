@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tollgate_core::config::{
-    Change, ConfigDocument, ConfigManager, EmbeddedBackend, LimitSpec, TenantDocument,
+    Change, ConfigDocument, ConfigManager, EmbeddedBackend, LimitEntry, LimitSpec, TenantDocument,
 };
 use tollgate_core::Limit;
 
@@ -18,14 +18,11 @@ use tollgate_core::Limit;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn doc(limits: usize) -> ConfigDocument {
-    let spec = LimitSpec {
-        max_requests: 100,
-        window_duration_seconds: 60.0,
-    };
+    let spec = LimitEntry::from(LimitSpec::new(100, 60.0));
     let mut doc = ConfigDocument::default();
     for t in 0..limits {
         let mut td = TenantDocument::default();
-        td.actions.insert("api_call".into(), spec);
+        td.actions.insert("api_call".into(), spec.clone());
         doc.tenants.insert(format!("tenant-{t:07}"), td);
     }
     doc

@@ -7,17 +7,14 @@ use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use tollgate_core::clock::SystemClock;
-use tollgate_core::config::{ConfigDocument, ConfigManager, LimitSpec, TenantDocument};
+use tollgate_core::config::{ConfigDocument, ConfigManager, LimitEntry, LimitSpec, TenantDocument};
 use tollgate_core::store::MemoryStore;
 use tollgate_core::{DecisionRequest, Limit, Limiter, RateKey, StoreErrorPolicy};
 
 /// 100 tenants with an action limit each and a handful of client overrides, so resolution walks
 /// populated maps rather than empty ones.
 fn config() -> ConfigDocument {
-    let spec = LimitSpec {
-        max_requests: 1_000_000_000,
-        window_duration_seconds: 3600.0,
-    };
+    let spec = LimitEntry::from(LimitSpec::new(1_000_000_000, 3600.0));
     let mut doc = ConfigDocument::default();
     doc.global.max_global_concurrent_requests = 1000;
     for t in 0..100 {
@@ -25,9 +22,9 @@ fn config() -> ConfigDocument {
             weight: 1,
             ..Default::default()
         };
-        td.actions.insert("api_call".into(), spec);
+        td.actions.insert("api_call".into(), spec.clone());
         let mut vip = BTreeMap::new();
-        vip.insert("api_call".to_string(), spec);
+        vip.insert("api_call".to_string(), spec.clone());
         td.clients.insert("vip".into(), vip);
         doc.tenants.insert(format!("tenant-{t}"), td);
     }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Change, ConfigError, ConfigManager, Snapshot};
-use crate::limit::{validate_cost, InvalidArgument, Limit, LimitSource, RateKey};
+use crate::limit::{InvalidArgument, Limit, LimitSource, RateKey};
 use crate::load::{LoadManager, Shed};
+use crate::policy::{ItemVerdict, Op, Policy, PolicyItem, PolicyVerdict};
 use crate::stats::Stats;
 use crate::store::{KeyBounds, Store, StoreError};
 use crate::window::Verdict;
@@ -51,13 +52,31 @@ pub enum Outcome {
 }
 
 /// A decision and what it was made under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
+    /// The reported limit's figures (see [`Decision::reported`]).
     pub outcome: Outcome,
+    /// The reported limit's `max_requests` and window.
     pub limit: Limit,
     pub source: LimitSource,
     /// Time spent queued in the load manager.
     pub waited: Duration,
+    /// The policy decided under.
+    pub policy: Policy,
+    /// Every limit's answer; `None` when failed open.
+    pub verdict: Option<ItemVerdict>,
+    /// Index in `policy` of the limit the answer reports: the first non-shadow limit that denied,
+    /// else the one with the fewest requests remaining.
+    pub reported: usize,
+    /// Every limit was a shadow limit (`--shadow`).
+    pub shadow_all: bool,
+}
+
+impl Decision {
+    /// Whether limit `i` counted as a shadow limit.
+    pub fn is_shadow(&self, i: usize) -> bool {
+        self.shadow_all || self.policy.limits.get(i).is_some_and(|l| l.shadow)
+    }
 }
 
 /// Why no decision was made.
@@ -84,6 +103,7 @@ pub struct Limiter {
     unknown_tenants: UnknownTenantPolicy,
     /// Live statistics for the dashboard; `None` collects nothing.
     stats: Option<Arc<Stats>>,
+    shadow: bool,
 }
 
 impl Limiter {
@@ -105,7 +125,14 @@ impl Limiter {
             policy,
             unknown_tenants: UnknownTenantPolicy::Allow,
             stats: None,
+            shadow: false,
         }
+    }
+
+    /// Puts every limit in shadow mode (`--shadow`): decide and count, never deny.
+    pub fn with_shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
     }
 
     /// Records every decision into `stats` (see [`crate::stats`]).
@@ -143,7 +170,7 @@ impl Limiter {
         &self,
         key: RateKey<'_>,
         requested: Option<Limit>,
-    ) -> Result<(Limit, LimitSource, u32, KeyBounds), LimitError> {
+    ) -> Result<(Policy, LimitSource, u32, KeyBounds), LimitError> {
         key.validate()?;
         let snap = self.config.snapshot();
         let g = &snap.global;
@@ -152,7 +179,7 @@ impl Limiter {
         if tenant.is_none() && self.unknown_tenants == UnknownTenantPolicy::Deny {
             return Err(LimitError::UnknownTenant);
         }
-        let (limit, source) = Snapshot::resolve_in(tenant, key.client, key.action, requested)
+        let (policy, source) = Snapshot::resolve_in(tenant, key.client, key.action, requested)
             .ok_or(LimitError::NoLimit)?;
         let (weight, bounds, max_window) = match tenant {
             Some(t) => (
@@ -177,17 +204,113 @@ impl Limiter {
         };
         // Configured limits are the operator's; only a caller's own window is capped, since it
         // decides how long the keys it creates live.
-        if source == LimitSource::Request
-            && limit.window_micros > max_window.saturating_mul(1_000_000)
-        {
-            return Err(InvalidArgument(format!(
-                "window_duration_seconds {} is longer than the {max_window} seconds allowed for limits sent with a request for tenant '{}' (max_request_window_seconds); send a shorter window or configure a limit",
-                limit.window_seconds(),
-                key.tenant
-            ))
-            .into());
+        if let (LimitSource::Request, Some(limit)) = (source, requested) {
+            if limit.window_micros > max_window.saturating_mul(1_000_000) {
+                return Err(InvalidArgument(format!(
+                    "window_duration_seconds {} is longer than the {max_window} seconds allowed for limits sent with a request for tenant '{}' (max_request_window_seconds); send a shorter window or configure a limit",
+                    limit.window_seconds(),
+                    key.tenant
+                ))
+                .into());
+            }
         }
-        Ok((limit, source, weight, bounds))
+        Ok((policy, source, weight, bounds))
+    }
+
+    /// The cost must fit every limit that can deny: `max_requests`, or a GCRA limit's burst.
+    fn validate_cost(&self, cost: u64, policy: &Policy) -> Result<(), InvalidArgument> {
+        let cap = policy
+            .limits
+            .iter()
+            .filter(|l| !(self.shadow || l.shadow))
+            .map(|l| l.capacity())
+            .min();
+        // With every limit in shadow, a cost still has to be one that some limit could admit.
+        let cap = cap.or_else(|| policy.limits.iter().map(|l| l.capacity()).max());
+        match cap {
+            Some(c) if (1..=c).contains(&cost) => Ok(()),
+            Some(c) if policy.limits.len() == 1 => Err(InvalidArgument(format!(
+                "cost must be an integer from 1 to max_requests ({c}), got {cost}"
+            ))),
+            c => Err(InvalidArgument(format!(
+                "cost must be an integer from 1 to {} (the smallest max_requests, or burst for gcra, of the limits that apply), got {cost}",
+                c.unwrap_or(0)
+            ))),
+        }
+    }
+
+    /// The answer of a store call on one key, in the decision's shape.
+    fn decision(
+        &self,
+        v: PolicyVerdict,
+        item: &PolicyItem<'_>,
+        source: LimitSource,
+        waited: Duration,
+    ) -> Decision {
+        let policy = item.policy.clone();
+        let Some(iv) = v.items.into_iter().next() else {
+            // A store answers one verdict per item; treat a malformed answer as "no state".
+            let limit = policy.limits[0].limit;
+            return Decision {
+                outcome: Outcome::FailOpen { now: v.now },
+                limit,
+                source,
+                waited,
+                policy,
+                verdict: None,
+                reported: 0,
+                shadow_all: self.shadow,
+            };
+        };
+        let reported = iv.reported(item).min(policy.limits.len() - 1);
+        let pl = &policy.limits[reported];
+        let lv = iv.limits.get(reported).copied();
+        let verdict = Verdict {
+            allowed: iv.allowed && v.allowed,
+            used: lv.map_or(0, |l| pl.capacity().saturating_sub(l.remaining)),
+            reset_at: lv.map_or(v.now, |l| l.reset_at),
+            retry_at: lv.and_then(|l| l.retry_at),
+            now: v.now,
+        };
+        Decision {
+            outcome: Outcome::Decided(verdict),
+            limit: pl.limit,
+            source,
+            waited,
+            policy,
+            verdict: Some(iv),
+            reported,
+            shadow_all: self.shadow,
+        }
+    }
+
+    /// Report (consume without checking) or refund `req.cost` on the key's policy; the answer is
+    /// the state after it.
+    pub async fn adjust(&self, op: Op, req: DecisionRequest<'_>) -> Result<Decision, LimitError> {
+        let (policy, source, weight, bounds) = self.resolve(req.key, req.requested)?;
+        self.validate_cost(req.cost, &policy)?;
+        let permit = self.load.acquire(req.key.tenant, weight).await?;
+        let item = PolicyItem {
+            key: req.key,
+            policy: &policy,
+            cost: req.cost,
+            bounds,
+            shadow_all: self.shadow,
+        };
+        let v = self.store.apply(op, std::slice::from_ref(&item)).await?;
+        let waited = permit.waited;
+        drop(permit);
+        Ok(self.decision(v, &item, source, waited))
+    }
+
+    /// Consumes `req.cost` without checking (it may go over the limit).
+    pub async fn report(&self, req: DecisionRequest<'_>) -> Result<Decision, LimitError> {
+        self.adjust(Op::Report, req).await
+    }
+
+    /// Gives back up to `req.cost` of what the key consumed inside its current window.
+    pub async fn refund(&self, req: DecisionRequest<'_>) -> Result<Decision, LimitError> {
+        self.adjust(Op::Refund, req).await
     }
 
     /// The decision path: validate, resolve, admit, decide; then count it for the statistics.
@@ -205,30 +328,43 @@ impl Limiter {
     }
 
     async fn decide(&self, req: DecisionRequest<'_>) -> Result<Decision, LimitError> {
-        let (limit, source, weight, bounds) = self.resolve(req.key, req.requested)?;
-        validate_cost(req.cost, &limit)?;
+        let (policy, source, weight, bounds) = self.resolve(req.key, req.requested)?;
+        self.validate_cost(req.cost, &policy)?;
         let permit = self.load.acquire(req.key.tenant, weight).await?;
+        let item = PolicyItem {
+            key: req.key,
+            policy: &policy,
+            cost: req.cost,
+            bounds,
+            shadow_all: self.shadow,
+        };
         let result = self
             .store
-            .check_and_consume_bounded(req.key, limit, req.cost, bounds)
+            .apply(Op::Consume, std::slice::from_ref(&item))
             .await;
         let waited = permit.waited;
         drop(permit);
-        let outcome = match result {
-            Ok(v) => Outcome::Decided(v),
+        let decision = match result {
+            Ok(v) => self.decision(v, &item, source, waited),
             Err(e) if e.is_transient() && self.policy == StoreErrorPolicy::Allow => {
-                Outcome::FailOpen {
+                let mut d = self.decision(
+                    PolicyVerdict {
+                        allowed: true,
+                        now: 0,
+                        items: Default::default(),
+                    },
+                    &item,
+                    source,
+                    waited,
+                );
+                d.outcome = Outcome::FailOpen {
                     now: crate::clock::Clock::now_micros(&crate::clock::SystemClock),
-                }
+                };
+                d
             }
             Err(e) => return Err(e.into()),
         };
-        Ok(Decision {
-            outcome,
-            limit,
-            source,
-            waited,
-        })
+        Ok(decision)
     }
 
     /// Usage of a key under its effective limit, consuming nothing.
@@ -236,10 +372,20 @@ impl Limiter {
         &self,
         key: RateKey<'_>,
         requested: Option<Limit>,
-    ) -> Result<(Verdict, Limit, LimitSource), LimitError> {
-        let (limit, source, _, _) = self.resolve(key, requested)?;
-        let v = self.store.status(key, limit).await?;
-        Ok((v, limit, source))
+    ) -> Result<Decision, LimitError> {
+        let (policy, source, _, bounds) = self.resolve(key, requested)?;
+        let item = PolicyItem {
+            key,
+            policy: &policy,
+            cost: 1,
+            bounds,
+            shadow_all: self.shadow,
+        };
+        let v = self
+            .store
+            .apply(Op::Status, std::slice::from_ref(&item))
+            .await?;
+        Ok(self.decision(v, &item, source, Duration::ZERO))
     }
 
     /// Applies a configuration change; new global settings take effect as it is published.

@@ -46,13 +46,7 @@ fn ours() -> ConfigDocument {
         ..ConfigDocument::default()
     };
     let mut t = TenantDocument::default();
-    t.actions.insert(
-        "a".into(),
-        LimitSpec {
-            max_requests: 5,
-            window_duration_seconds: 1.0,
-        },
-    );
+    t.actions.insert("a".into(), LimitSpec::new(5, 1.0).into());
     doc.tenants.insert("t".into(), t);
     doc
 }

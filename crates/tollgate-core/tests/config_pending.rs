@@ -43,13 +43,7 @@ impl ConfigBackend for FlakyBackend {
 
 fn doc_with(tenant: &str, max: u64, version: u64) -> ConfigDocument {
     let mut actions = BTreeMap::new();
-    actions.insert(
-        "api".to_string(),
-        LimitSpec {
-            max_requests: max,
-            window_duration_seconds: 60.0,
-        },
-    );
+    actions.insert("api".to_string(), LimitSpec::new(max, 60.0).into());
     let mut tenants = BTreeMap::new();
     tenants.insert(
         tenant.to_string(),

@@ -113,7 +113,10 @@ async fn a_batch_is_one_version_and_all_or_nothing() {
         .unwrap();
     assert_eq!(snap.version, v0 + 1);
     assert_eq!(snap.tenants["a"].weight, 4);
-    assert_eq!(snap.tenants["b"].actions["x"].max_requests, 2);
+    assert_eq!(
+        snap.tenants["b"].actions["x"].limits[0].limit.max_requests,
+        2
+    );
     // The third change fails: the first two are not applied either.
     let e = cm
         .apply(Change::Batch(vec![
@@ -129,7 +132,10 @@ async fn a_batch_is_one_version_and_all_or_nothing() {
     let now = cm.snapshot();
     assert_eq!(now.version, v0 + 1);
     assert!(!now.tenants.contains_key("c"));
-    assert_eq!(now.tenants["a"].actions["x"].max_requests, 1);
+    assert_eq!(
+        now.tenants["a"].actions["x"].limits[0].limit.max_requests,
+        1
+    );
 }
 
 #[tokio::test]

@@ -112,6 +112,10 @@ pub struct RunArgs {
         default_value = "allow"
     )]
     pub unknown_tenants: UnknownTenants,
+    /// Put every limit in shadow mode: decide and count as usual, never deny; answers say
+    /// `shadow_denied` when a limit would have denied (README "Policies").
+    #[arg(long, env = "TOLLGATE_SHADOW", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
+    pub shadow: bool,
     /// Who may call the decision API: anyone (none), or only holders of a key of the tenant
     /// (tenant-keys; `Authorization: Bearer <key>`, or the admin token for every tenant).
     #[arg(

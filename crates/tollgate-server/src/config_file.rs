@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tollgate_core::config::{
-    parse_toml, Change, ConfigDocument, ConfigError, LimitSpec, Snapshot, TenantDocument,
+    parse_toml, Change, ConfigDocument, ConfigError, LimitEntry, Snapshot, TenantDocument,
 };
 
 use crate::state::AppState;
@@ -108,7 +108,7 @@ fn already_in_force(cur: &Snapshot, file: &ConfigDocument) -> bool {
 
 type LimitKey<'a> = (&'a str, Option<&'a str>, &'a str);
 
-fn limits(doc: &ConfigDocument) -> BTreeMap<LimitKey<'_>, &LimitSpec> {
+fn limits(doc: &ConfigDocument) -> BTreeMap<LimitKey<'_>, &LimitEntry> {
     let mut out = BTreeMap::new();
     for (tenant, t) in &doc.tenants {
         for (action, l) in &t.actions {

@@ -22,6 +22,10 @@ use tollgate_core::{Decision, LimitError, Limiter, Outcome};
 
 /// Tenants that get their own label value; decisions of later tenants count in the overflow series.
 pub const MAX_TENANT_LABELS: usize = 100;
+/// Limit names that get their own `limit` label value; later names count under
+/// `limit_overflow="true"` (same reasoning as the tenant label).
+pub const MAX_LIMIT_LABELS: usize = 100;
+
 /// The label that marks the series shared by tenants past [`MAX_TENANT_LABELS`], as
 /// `tenant_overflow="true"`. Those series carry no `tenant` label at all: every value a `tenant`
 /// label could take is a valid tenant id (1–256 bytes without control characters), and an empty
@@ -43,7 +47,12 @@ pub const CATALOG: &[(&str, &str, &str)] = &[
     (
         "tollgate_decisions_total",
         "counter",
-        "Decisions by tenant and outcome (allowed, denied, shed, fail_open, error).",
+        "Decisions by tenant and outcome (allowed, denied, shed, fail_open, error, shadow_denied).",
+    ),
+    (
+        "tollgate_limit_decisions_total",
+        "counter",
+        "Decisions by named limit (the reported one, or the shadow limit that would have denied) and outcome (allowed, denied, shadow_denied).",
     ),
     (
         "tollgate_decision_duration_seconds",
@@ -159,6 +168,8 @@ struct TenantHandles {
     shed: Counter,
     fail_open: Counter,
     error: Counter,
+    /// Allowed, but a shadow limit would have denied.
+    shadow_denied: Counter,
     queued: Gauge,
     tracked_keys: Gauge,
     /// Indexed like [`BUDGET_BOUNDS`].
@@ -193,6 +204,8 @@ pub enum DecisionOutcome {
     FailOpen,
     /// The store could not decide and policy is deny, or the key budget is exhausted.
     Error,
+    /// Allowed only because the limit that would have denied is a shadow limit.
+    ShadowDenied,
 }
 
 impl DecisionOutcome {
@@ -201,6 +214,14 @@ impl DecisionOutcome {
     pub fn of(result: &Result<Decision, LimitError>) -> Option<Self> {
         match result {
             Ok(d) => Some(match d.outcome {
+                Outcome::Decided(v)
+                    if v.allowed
+                        && d.verdict
+                            .as_ref()
+                            .is_some_and(|iv| iv.shadow_denied.is_some()) =>
+                {
+                    DecisionOutcome::ShadowDenied
+                }
                 Outcome::Decided(v) if v.allowed => DecisionOutcome::Allowed,
                 Outcome::Decided(_) => DecisionOutcome::Denied,
                 Outcome::FailOpen { .. } => DecisionOutcome::FailOpen,
@@ -219,6 +240,9 @@ pub struct Metrics {
     handle: PrometheusHandle,
     tenants: RwLock<HashMap<Box<str>, TenantHandles>>,
     other: TenantHandles,
+    /// `tollgate_limit_decisions_total` per named limit: allowed, denied, shadow_denied.
+    limits: RwLock<HashMap<Box<str>, [Counter; 3]>>,
+    other_limit: [Counter; 3],
     decision_duration: Histogram,
     queue_wait: Histogram,
     store_check_duration: Histogram,
@@ -284,6 +308,8 @@ impl Metrics {
         Self {
             other: tenant_handles(&recorder, (OVERFLOW_LABEL, "true")),
             tenants: RwLock::new(HashMap::new()),
+            other_limit: limit_counters(&recorder, ("limit_overflow", "true")),
+            limits: RwLock::new(HashMap::new()),
             decision_duration: h("tollgate_decision_duration_seconds", &[]),
             queue_wait: h("tollgate_queue_wait_seconds", &[]),
             store_check_duration: h(store_duration, &[("op", "check_and_consume")]),
@@ -357,9 +383,45 @@ impl Metrics {
                 DecisionOutcome::Shed => &t.shed,
                 DecisionOutcome::FailOpen => &t.fail_open,
                 DecisionOutcome::Error => &t.error,
+                DecisionOutcome::ShadowDenied => &t.shadow_denied,
             }
             .increment(1)
         });
+        if let Ok(d) = result {
+            // The limit the answer reports (or the shadow limit that would have denied), by name.
+            let named = d
+                .verdict
+                .as_ref()
+                .and_then(|iv| iv.shadow_denied)
+                .unwrap_or(d.reported);
+            if let Some(name) = d.policy.limits.get(named).and_then(|l| l.name.as_deref()) {
+                let i = match outcome {
+                    DecisionOutcome::Allowed => 0,
+                    DecisionOutcome::Denied => 1,
+                    DecisionOutcome::ShadowDenied => 2,
+                    _ => return,
+                };
+                self.with_limit(name, |c| c[i].increment(1));
+            }
+        }
+    }
+
+    /// Calls `f` with the counters of limit `name`, registering it while labels remain.
+    fn with_limit<R>(&self, name: &str, f: impl FnOnce(&[Counter; 3]) -> R) -> R {
+        {
+            let map = self.limits.read();
+            if let Some(c) = map.get(name) {
+                return f(c);
+            }
+            if map.len() >= MAX_LIMIT_LABELS {
+                return f(&self.other_limit);
+            }
+        }
+        let mut map = self.limits.write();
+        if !map.contains_key(name) && map.len() < MAX_LIMIT_LABELS {
+            map.insert(name.into(), limit_counters(&self.recorder, ("limit", name)));
+        }
+        f(map.get(name).unwrap_or(&self.other_limit))
     }
 
     pub fn record_reload(&self, applied: bool) {
@@ -458,6 +520,18 @@ impl Metrics {
 }
 
 /// Handles of one tenant's series; `label` is `("tenant", id)`, or the overflow label.
+fn limit_counters(recorder: &PrometheusRecorder, label: (&'static str, &str)) -> [Counter; 3] {
+    ["allowed", "denied", "shadow_denied"].map(|outcome| {
+        recorder.register_counter(
+            &key(
+                "tollgate_limit_decisions_total",
+                &[label, ("outcome", outcome)],
+            ),
+            &META,
+        )
+    })
+}
+
 fn tenant_handles(recorder: &PrometheusRecorder, label: (&'static str, &str)) -> TenantHandles {
     let name = "tollgate_decisions_total";
     let c = |outcome| recorder.register_counter(&key(name, &[label, ("outcome", outcome)]), &META);
@@ -467,6 +541,7 @@ fn tenant_handles(recorder: &PrometheusRecorder, label: (&'static str, &str)) ->
         shed: c("shed"),
         fail_open: c("fail_open"),
         error: c("error"),
+        shadow_denied: c("shadow_denied"),
         queued: recorder.register_gauge(&key("tollgate_load_queued_per_tenant", &[label]), &META),
         tracked_keys: recorder
             .register_gauge(&key("tollgate_tracked_keys_per_tenant", &[label]), &META),

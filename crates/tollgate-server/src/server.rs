@@ -168,7 +168,8 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
     let limiter = Arc::new(
         Limiter::new(Arc::new(config), store, policy)
             .with_unknown_tenants(unknown_tenants)
-            .with_stats(Arc::new(Stats::default())),
+            .with_stats(Arc::new(Stats::default()))
+            .with_shadow(args.shadow),
     );
     background.push(Box::new(stats::spawn_sampler(
         limiter.clone(),

@@ -15,6 +15,8 @@ const TOKEN: &str = "openapi-test-token";
 const EXPECTED: &[(&str, &str)] = &[
     ("post", "/api/check_and_consume"),
     ("get", "/api/status/{tenant}/{client}/{action}"),
+    ("post", "/api/report"),
+    ("post", "/api/refund"),
     ("get", "/api/health"),
     ("get", "/livez"),
     ("get", "/readyz"),
@@ -71,6 +73,9 @@ fn sample(method: &str, path: &str) -> (String, Option<&'static str>) {
         .replace("{action}", "login");
     let body = match (method, path) {
         ("post", "/api/check_and_consume") => Some(
+            r#"{"tenant_id":"acme","client_id":"u1","action_type":"login","max_requests":5,"window_duration_seconds":60,"cost":1}"#,
+        ),
+        ("post", "/api/report" | "/api/refund") => Some(
             r#"{"tenant_id":"acme","client_id":"u1","action_type":"login","max_requests":5,"window_duration_seconds":60,"cost":1}"#,
         ),
         ("put", "/api/config/global") => Some(
@@ -246,7 +251,11 @@ async fn every_route_documented_and_every_documented_operation_routed() {
                 serde_json::json!([]),
                 "{method} {path}"
             );
-        } else if path.starts_with("/api/check_and_consume") || path.starts_with("/api/status") {
+        } else if path.starts_with("/api/check_and_consume")
+            || path.starts_with("/api/status")
+            || path == "/api/report"
+            || path == "/api/refund"
+        {
             assert_eq!(
                 sec,
                 &serde_json::json!([{}, {"tenant_key": []}, {"admin_token": []}]),

@@ -42,13 +42,9 @@ async fn stopped_redis_with_config() -> RedisServer {
         .expect("connect");
     let backend = RedisConfigBackend::new(conn, "tollgate", Duration::from_secs(2));
     let mut tenant: TenantDocument = serde_json::from_value(json!({})).unwrap();
-    tenant.actions.insert(
-        "api".into(),
-        LimitSpec {
-            max_requests: 2,
-            window_duration_seconds: 600.0,
-        },
-    );
+    tenant
+        .actions
+        .insert("api".into(), LimitSpec::new(2, 600.0).into());
     let doc = ConfigDocument {
         version: 7,
         tenants: BTreeMap::from([("acme".to_string(), tenant)]),

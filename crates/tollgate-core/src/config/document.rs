@@ -7,12 +7,123 @@ use serde::{Deserialize, Serialize};
 
 use crate::credentials::ApiKeyRecord;
 
-/// A limit as the API and files spell it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// A limit as the API and files spell it. Only the seed's two fields are required (a calendar
+/// window may omit the window); the rest are written out only when set, so a plain sliding-log
+/// limit reads and writes exactly as it always has.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitSpec {
     pub max_requests: u64,
+    /// Window length; may be omitted (0 here) with `calendar`.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub window_duration_seconds: f64,
+    /// `sliding_log` (default), `gcra`, `sliding_window_counter` or `fixed_window`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<AlgorithmName>,
+    /// GCRA only: requests that may arrive at once (default `max_requests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+    /// fixed_window only: align to a UTC calendar period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar: Option<crate::policy::Calendar>,
+    /// A label reported in responses and metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Decide and count, but never deny.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub shadow: bool,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The algorithm names configuration accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlgorithmName {
+    SlidingLog,
+    Gcra,
+    SlidingWindowCounter,
+    FixedWindow,
+}
+
+impl LimitSpec {
+    /// The seed's limit: a sliding log.
+    pub fn new(max_requests: u64, window_duration_seconds: f64) -> Self {
+        Self {
+            max_requests,
+            window_duration_seconds,
+            ..Self::default()
+        }
+    }
+}
+
+/// What one action (or client action) is limited by: one limit, or `{"limits": [...]}` (1..=8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged, try_from = "RawEntry")]
+pub enum LimitEntry {
+    One(LimitSpec),
+    Many { limits: Vec<LimitSpec> },
+}
+
+/// Either form in one struct, so a misspelt field gets serde's readable "unknown field" message
+/// rather than an untagged enum's "did not match any variant".
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntry {
+    max_requests: Option<u64>,
+    #[serde(default)]
+    window_duration_seconds: f64,
+    algorithm: Option<AlgorithmName>,
+    burst: Option<u64>,
+    calendar: Option<crate::policy::Calendar>,
+    name: Option<String>,
+    #[serde(default)]
+    shadow: bool,
+    limits: Option<Vec<LimitSpec>>,
+}
+
+impl TryFrom<RawEntry> for LimitEntry {
+    type Error = String;
+
+    fn try_from(r: RawEntry) -> Result<Self, String> {
+        match (r.limits, r.max_requests) {
+            (Some(limits), None) => Ok(LimitEntry::Many { limits }),
+            (Some(_), Some(_)) => Err(
+                "give either one limit (max_requests, ...) or \"limits\": [ ... ], not both".into(),
+            ),
+            (None, Some(max_requests)) => Ok(LimitEntry::One(LimitSpec {
+                max_requests,
+                window_duration_seconds: r.window_duration_seconds,
+                algorithm: r.algorithm,
+                burst: r.burst,
+                calendar: r.calendar,
+                name: r.name,
+                shadow: r.shadow,
+            })),
+            (None, None) => Err("missing field `max_requests` (or `limits`)".into()),
+        }
+    }
+}
+
+impl From<LimitSpec> for LimitEntry {
+    fn from(s: LimitSpec) -> Self {
+        LimitEntry::One(s)
+    }
+}
+
+impl LimitEntry {
+    pub fn specs(&self) -> &[LimitSpec] {
+        match self {
+            LimitEntry::One(s) => std::slice::from_ref(s),
+            LimitEntry::Many { limits } => limits,
+        }
+    }
 }
 
 /// Load-management settings shared by all tenants.
@@ -140,10 +251,10 @@ pub struct TenantDocument {
     pub weight: u32,
     /// Limits per action for every client of the tenant.
     #[serde(default)]
-    pub actions: BTreeMap<String, LimitSpec>,
+    pub actions: BTreeMap<String, LimitEntry>,
     /// Client-specific limits: client id → action → limit. These win over `actions`.
     #[serde(default)]
-    pub clients: BTreeMap<String, BTreeMap<String, LimitSpec>>,
+    pub clients: BTreeMap<String, BTreeMap<String, LimitEntry>>,
     /// This tenant's own `max_keys_per_tenant`; absent = the global one. The global setting's
     /// name is accepted too (DESIGN.md calls the per-tenant value by it).
     #[serde(

@@ -5,6 +5,7 @@
 mod document;
 mod embedded;
 mod file;
+pub mod policy_spec;
 mod redis;
 mod snapshot;
 
@@ -16,9 +17,9 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 
 pub use document::{
-    ConfigDocument, ConfigProblem, GlobalPatch, GlobalSettings, LimitSpec, TenantDocument,
-    DEFAULT_MAX_KEYS_PER_TENANT, DEFAULT_MAX_REQUEST_WINDOW_SECONDS, DEFAULT_NEW_KEYS_PER_SECOND,
-    DEFAULT_QUEUE_TIMEOUT_MS,
+    AlgorithmName, ConfigDocument, ConfigProblem, GlobalPatch, GlobalSettings, LimitEntry,
+    LimitSpec, TenantDocument, DEFAULT_MAX_KEYS_PER_TENANT, DEFAULT_MAX_REQUEST_WINDOW_SECONDS,
+    DEFAULT_NEW_KEYS_PER_SECOND, DEFAULT_QUEUE_TIMEOUT_MS,
 };
 pub use embedded::{stored_tenant_count, EmbeddedBackend, DATABASE_FILE, IMPORTED_SUFFIX};
 pub use file::{parse_toml, to_toml, FileBackend};
@@ -27,6 +28,7 @@ pub use snapshot::{Snapshot, TenantLimits};
 
 use crate::credentials::ApiKeyRecord;
 use crate::limit::{validate_id, Limit};
+use crate::policy::Policy;
 
 /// Why a configuration change or load failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,6 +115,20 @@ pub enum Change {
     DeleteAction {
         tenant: String,
         action: String,
+    },
+    /// A tenant's action limited by a policy (several limits, other algorithms); `SetAction` is
+    /// the one-sliding-log case.
+    SetActionPolicy {
+        tenant: String,
+        action: String,
+        policy: Policy,
+    },
+    /// A client's action limited by a policy.
+    SetClientPolicy {
+        tenant: String,
+        client: String,
+        action: String,
+        policy: Policy,
     },
     SetClient {
         tenant: String,
@@ -516,8 +532,10 @@ fn build(cur: &Snapshot, change: &Change, touched: &mut Touched) -> Result<Snaps
     match change {
         Change::Global(_) => touched.global = true,
         Change::SetAction { tenant, .. }
+        | Change::SetActionPolicy { tenant, .. }
         | Change::DeleteAction { tenant, .. }
         | Change::SetClient { tenant, .. }
+        | Change::SetClientPolicy { tenant, .. }
         | Change::DeleteClient { tenant, .. }
         | Change::Weight { tenant, .. }
         | Change::TenantSettings { tenant, .. }
@@ -563,7 +581,32 @@ fn build(cur: &Snapshot, change: &Change, touched: &mut Touched) -> Result<Snaps
         } => {
             validate_id("action_type", action).map_err(invalid)?;
             let mut t = tenant_mut(&mut next, tenant)?;
-            t.actions.insert(action.clone(), *limit);
+            t.actions.insert(action.clone(), Policy::single(*limit));
+            put(&mut next, tenant, t);
+        }
+        Change::SetActionPolicy {
+            tenant,
+            action,
+            policy,
+        } => {
+            validate_id("action_type", action).map_err(invalid)?;
+            let mut t = tenant_mut(&mut next, tenant)?;
+            t.actions.insert(action.clone(), policy.clone());
+            put(&mut next, tenant, t);
+        }
+        Change::SetClientPolicy {
+            tenant,
+            client,
+            action,
+            policy,
+        } => {
+            validate_id("client_id", client).map_err(invalid)?;
+            validate_id("action_type", action).map_err(invalid)?;
+            let mut t = tenant_mut(&mut next, tenant)?;
+            t.clients
+                .entry(client.clone())
+                .or_default()
+                .insert(action.clone(), policy.clone());
             put(&mut next, tenant, t);
         }
         Change::DeleteAction { tenant, action } => {
@@ -587,7 +630,7 @@ fn build(cur: &Snapshot, change: &Change, touched: &mut Touched) -> Result<Snaps
             t.clients
                 .entry(client.clone())
                 .or_default()
-                .insert(action.clone(), *limit);
+                .insert(action.clone(), Policy::single(*limit));
             put(&mut next, tenant, t);
         }
         Change::DeleteClient {
@@ -844,7 +887,7 @@ mod tests {
         let back = Snapshot::from_document(&doc).unwrap();
         assert_eq!(&back, &**cm.snapshot());
         assert_eq!(
-            doc.tenants["t"].clients["c"]["a"].window_duration_seconds,
+            doc.tenants["t"].clients["c"]["a"].specs()[0].window_duration_seconds,
             0.25
         );
     }

@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use super::document::{
     max_keys_problem, new_keys_problem, request_window_problem, weight_problem, ConfigDocument,
-    ConfigProblem, GlobalSettings, LimitSpec, TenantDocument,
+    ConfigProblem, GlobalSettings, LimitEntry, TenantDocument,
 };
+use super::policy_spec;
 use crate::credentials::{self, ApiKeyRecord};
 use crate::limit::{validate_id, Limit, LimitSource};
+use crate::policy::Policy;
 
 type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
 
@@ -17,9 +19,9 @@ type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TenantLimits {
     pub weight: u32,
-    pub actions: Map<Limit>,
-    /// client id → action → limit.
-    pub clients: Map<Map<Limit>>,
+    pub actions: Map<Policy>,
+    /// client id → action → policy.
+    pub clients: Map<Map<Policy>>,
     /// Overrides of the global bounds on state; `None` = the global value.
     pub max_keys: Option<u64>,
     pub new_keys_per_second: Option<u64>,
@@ -59,7 +61,8 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The limit for a decision: client-specific, else the tenant's action limit, else the one in
-    /// the request, else none.
+    /// the request, else none. For a policy of several limits, its first limit (the decision
+    /// path uses [`Snapshot::resolve_in`], which gives the whole policy).
     #[inline]
     pub fn resolve(
         &self,
@@ -74,6 +77,7 @@ impl Snapshot {
             action,
             requested,
         )
+        .map(|(p, s)| (p.limits[0].limit, s))
     }
 
     /// `resolve` for a tenant already looked up, so the decision path finds the tenant's limits
@@ -84,16 +88,16 @@ impl Snapshot {
         client: &str,
         action: &str,
         requested: Option<Limit>,
-    ) -> Option<(Limit, LimitSource)> {
+    ) -> Option<(Policy, LimitSource)> {
         if let Some(t) = tenant {
-            if let Some(l) = t.clients.get(client).and_then(|c| c.get(action)) {
-                return Some((*l, LimitSource::Client));
+            if let Some(p) = t.clients.get(client).and_then(|c| c.get(action)) {
+                return Some((p.clone(), LimitSource::Client));
             }
-            if let Some(l) = t.actions.get(action) {
-                return Some((*l, LimitSource::Action));
+            if let Some(p) = t.actions.get(action) {
+                return Some((p.clone(), LimitSource::Action));
             }
         }
-        requested.map(|l| (l, LimitSource::Request))
+        requested.map(|l| (Policy::single(l), LimitSource::Request))
     }
 
     /// Validates a document and builds a snapshot, or lists every problem found.
@@ -202,10 +206,7 @@ impl Snapshot {
 
     /// The document form, with keys sorted so files and responses are stable.
     pub fn to_document(&self) -> ConfigDocument {
-        let spec = |l: &Limit| LimitSpec {
-            max_requests: l.max_requests,
-            window_duration_seconds: l.window_seconds(),
-        };
+        let spec = policy_spec::entry;
         let tenants = self
             .tenants
             .iter()
@@ -238,10 +239,7 @@ impl Snapshot {
 
     /// One tenant's document; defaults when the tenant has no configuration.
     pub fn tenant_document(&self, tenant: &str) -> TenantDocument {
-        let spec = |l: &Limit| LimitSpec {
-            max_requests: l.max_requests,
-            window_duration_seconds: l.window_seconds(),
-        };
+        let spec = policy_spec::entry;
         self.tenants
             .get(tenant)
             .map(|t| tenant_document(t, spec))
@@ -249,7 +247,7 @@ impl Snapshot {
     }
 }
 
-fn tenant_document(t: &TenantLimits, spec: impl Fn(&Limit) -> LimitSpec) -> TenantDocument {
+fn tenant_document(t: &TenantLimits, spec: impl Fn(&Policy) -> LimitEntry) -> TenantDocument {
     TenantDocument {
         weight: t.weight,
         actions: t
@@ -282,9 +280,9 @@ fn check_limit(
     path: &str,
     id_field: &str,
     id: &str,
-    spec: &LimitSpec,
+    spec: &LimitEntry,
     problems: &mut Vec<ConfigProblem>,
-) -> Option<Limit> {
+) -> Option<Policy> {
     if let Err(e) = validate_id(id_field, id) {
         problems.push(ConfigProblem {
             path: path.to_string(),
@@ -292,13 +290,13 @@ fn check_limit(
         });
         return None;
     }
-    match Limit::new(spec.max_requests, spec.window_duration_seconds) {
-        Ok(l) => Some(l),
-        Err(e) => {
-            problems.push(ConfigProblem {
-                path: path.to_string(),
-                message: e.0,
-            });
+    match policy_spec::policy(spec) {
+        Ok(p) => Some(p),
+        Err(ps) => {
+            problems.extend(ps.into_iter().map(|(sub, message)| ConfigProblem {
+                path: format!("{path}{sub}"),
+                message,
+            }));
             None
         }
     }

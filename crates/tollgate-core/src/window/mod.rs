@@ -30,6 +30,8 @@
 
 mod entries;
 
+use std::num::NonZeroU64;
+
 use crate::clock::Micros;
 use crate::limit::Limit;
 use entries::Entries;
@@ -72,14 +74,26 @@ impl Verdict {
 }
 
 /// The log of one (tenant, client, action) key.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct WindowLog {
     entries: Entries,
     /// Cumulative cost of the newest evicted entry: everything up to here has left the window.
     evicted: u64,
-    /// Window of the last call on this log (0 before the first): entries expire under it, at the
-    /// next call and in the background sweep alike.
-    window: Micros,
+    /// Window of the last call on this log (`u64::MAX` before the first, so `min` with the next
+    /// call's window is that window): entries expire under it, at the next call and in the
+    /// background sweep alike. Non-zero so that an enum holding a log and a pointer (the memory
+    /// store's key state) is no bigger than the log.
+    window: NonZeroU64,
+}
+
+impl Default for WindowLog {
+    fn default() -> Self {
+        Self {
+            entries: Entries::default(),
+            evicted: 0,
+            window: NonZeroU64::MAX,
+        }
+    }
 }
 
 impl WindowLog {
@@ -106,19 +120,15 @@ impl WindowLog {
 
     /// Drops entries that have left the window of the last call; true if the log is now empty.
     pub fn expire(&mut self, now: Micros) -> bool {
-        self.evict(now, self.window);
+        self.evict(now, self.window.get());
         self.is_empty()
     }
 
     /// Starts a call under `window`: drops what left the previous call's window, then `window`'s.
     #[inline]
     fn touch(&mut self, now: Micros, window: Micros) {
-        let previous = if self.window == 0 {
-            window
-        } else {
-            self.window
-        };
-        self.window = window;
+        let previous = self.window.get();
+        self.window = NonZeroU64::new(window).unwrap_or(NonZeroU64::MIN);
         self.evict(now, previous.min(window));
     }
 
@@ -180,6 +190,51 @@ impl WindowLog {
             retry_at: (!allowed).then(|| self.fits_at(now, window, 1, limit.max_requests)),
             now,
         }
+    }
+
+    /// Starts a policy call under `limit` and says whether `cost` fits; when it does not, the
+    /// time it would.
+    pub fn check(&mut self, now: Micros, limit: Limit, cost: u64) -> Result<(), Micros> {
+        self.touch(now, limit.window_micros);
+        if self.used() + cost <= limit.max_requests {
+            Ok(())
+        } else {
+            Err(self.fits_at(now, limit.window_micros, cost, limit.max_requests))
+        }
+    }
+
+    /// Logs `cost` at `now` without checking (after [`WindowLog::check`] at the same `now`).
+    pub fn add(&mut self, now: Micros, limit: Limit, cost: u64) {
+        self.push(now, limit.window_micros, cost);
+    }
+
+    /// Gives back up to `cost` from the newest entries (after [`WindowLog::check`]: all of them
+    /// are inside the window).
+    pub fn refund(&mut self, mut cost: u64) {
+        while cost > 0 {
+            let floor = self
+                .entries
+                .second_last()
+                .map_or(self.evicted, |e| e.cumulative);
+            let Some(back) = self.entries.back_mut() else {
+                return;
+            };
+            let take = (back.cumulative - floor).min(cost);
+            back.cumulative -= take;
+            cost -= take;
+            if back.cumulative == floor {
+                self.entries.pop_back();
+            }
+        }
+        self.entries.shrink_if_sparse();
+    }
+
+    /// Requests still available and when the oldest counted one leaves.
+    pub fn figures(&self, now: Micros, limit: Limit) -> (u64, Micros) {
+        (
+            limit.max_requests.saturating_sub(self.used()),
+            self.reset_at(now, limit.window_micros),
+        )
     }
 
     fn push(&mut self, now: Micros, window: Micros, cost: u64) {

@@ -5,8 +5,11 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
-use tollgate_core::config::{Change, GlobalPatch, TenantSettingsPatch};
+use tollgate_core::config::{
+    policy_spec, AlgorithmName, Change, GlobalPatch, LimitEntry, LimitSpec, TenantSettingsPatch,
+};
 use tollgate_core::limit::validate_id;
+use tollgate_core::policy::Policy;
 use tollgate_core::Limit;
 
 use crate::error::ApiError;
@@ -158,26 +161,118 @@ fn state_bounds(snap: &tollgate_core::config::Snapshot, tenant: &str) -> serde_j
     })
 }
 
-/// A limit: `max_requests` 1..=10^9, `window_duration_seconds` > 0 and <= 31,536,000.
+/// A limit: `max_requests` 1..=10^9, `window_duration_seconds` > 0 and <= 31,536,000, and
+/// optionally `algorithm`, `burst`, `calendar`, `name`, `shadow`; or `{"limits": [ ... ]}` with
+/// 1 to 8 such limits (README "Policies").
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitBody {
+    /// Required unless `limits` is given. 1 ..= 1,000,000,000.
     #[schema(minimum = 1, maximum = 1_000_000_000)]
-    max_requests: u64,
-    /// Seconds, millisecond resolution.
-    #[schema(minimum = 0.001, maximum = 31_536_000, multiple_of = 0.001)]
-    window_duration_seconds: f64,
+    max_requests: Option<u64>,
+    /// Seconds, > 0 and <= 31,536,000, millisecond resolution; may be omitted with `calendar`.
+    #[schema(exclusive_minimum = 0.0, maximum = 31_536_000.0)]
+    window_duration_seconds: Option<f64>,
+    #[schema(value_type = Option<super::schema::AlgorithmSchema>)]
+    algorithm: Option<AlgorithmName>,
+    /// gcra only: 1 ..= 1,000,000,000.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    burst: Option<u64>,
+    #[schema(value_type = Option<super::schema::CalendarSchema>)]
+    calendar: Option<tollgate_core::policy::Calendar>,
+    /// 1-64 printable ASCII characters.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[ -~]{1,64}$")]
+    name: Option<String>,
+    shadow: Option<bool>,
+    /// Several limits instead of one (then give no other field).
+    #[schema(value_type = Option<Vec<super::schema::LimitSpecSchema>>, min_items = 1, max_items = 8)]
+    limits: Option<Vec<LimitSpec>>,
+}
+
+/// What a limit body sets: the seed's one sliding-log limit, or a policy.
+enum Limits {
+    One(Limit),
+    Policy(Policy),
 }
 
 impl LimitBody {
-    fn limit(&self) -> Result<Limit, ApiError> {
-        Limit::new(self.max_requests, self.window_duration_seconds)
-            .map_err(|e| ApiError::InvalidArgument(e.0))
+    fn limits(self) -> Result<Limits, ApiError> {
+        let entry = match (self.limits, self.max_requests) {
+            (Some(limits), None)
+                if self.window_duration_seconds.is_none()
+                    && self.algorithm.is_none()
+                    && self.burst.is_none()
+                    && self.calendar.is_none()
+                    && self.name.is_none()
+                    && self.shadow.is_none() =>
+            {
+                LimitEntry::Many { limits }
+            }
+            (Some(_), _) => {
+                return Err(ApiError::InvalidArgument(
+                    "give either one limit (max_requests, window_duration_seconds, ...) or \"limits\": [ ... ], not both".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(ApiError::InvalidArgument(
+                    "max_requests is required (or \"limits\": [ ... ])".into(),
+                ))
+            }
+            (None, Some(max_requests)) => {
+                let plain = self.algorithm.is_none()
+                    && self.burst.is_none()
+                    && self.calendar.is_none()
+                    && self.name.is_none()
+                    && self.shadow.is_none();
+                if plain {
+                    let w = self.window_duration_seconds.ok_or_else(|| {
+                        ApiError::InvalidArgument(
+                            "missing field `window_duration_seconds`".into(),
+                        )
+                    })?;
+                    return Limit::new(max_requests, w)
+                        .map(Limits::One)
+                        .map_err(|e| ApiError::InvalidArgument(e.0));
+                }
+                LimitEntry::One(LimitSpec {
+                    max_requests,
+                    window_duration_seconds: self.window_duration_seconds.unwrap_or(0.0),
+                    algorithm: self.algorithm,
+                    burst: self.burst,
+                    calendar: self.calendar,
+                    name: self.name,
+                    shadow: self.shadow.unwrap_or(false),
+                })
+            }
+        };
+        policy_spec::policy(&entry)
+            .map(Limits::Policy)
+            .map_err(|ps| {
+                ApiError::InvalidArgument(
+                    ps.into_iter()
+                        .map(|(path, m)| {
+                            if path.is_empty() {
+                                m
+                            } else {
+                                format!("{}: {m}", path.trim_start_matches('.'))
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
+            })
     }
 }
 
 fn limit_json(l: &Limit) -> serde_json::Value {
     json!({"max_requests": l.max_requests, "window_duration_seconds": l.window_seconds()})
+}
+
+fn limits_json(l: &Limits) -> serde_json::Value {
+    match l {
+        Limits::One(l) => limit_json(l),
+        Limits::Policy(p) => serde_json::to_value(policy_spec::entry(p)).unwrap_or_default(),
+    }
 }
 
 #[utoipa::path(
@@ -205,20 +300,25 @@ pub async fn put_action(
 ) -> Result<Response, ApiError> {
     id("tenant_id", &tenant)?;
     id("action_type", &action)?;
-    let limit = body.limit()?;
-    let snap = state
-        .limiter()
-        .update_config(Change::SetAction {
+    let limits = body.limits()?;
+    let change = match &limits {
+        Limits::One(limit) => Change::SetAction {
             tenant: tenant.clone(),
             action: action.clone(),
-            limit,
-        })
-        .await?;
+            limit: *limit,
+        },
+        Limits::Policy(policy) => Change::SetActionPolicy {
+            tenant: tenant.clone(),
+            action: action.clone(),
+            policy: policy.clone(),
+        },
+    };
+    let snap = state.limiter().update_config(change).await?;
     Ok(axum::Json(json!({
         "status": "updated",
         "tenant_id": tenant,
         "action_type": action,
-        "limit": limit_json(&limit),
+        "limit": limits_json(&limits),
         "version": snap.version,
     }))
     .into_response())
@@ -289,22 +389,28 @@ pub async fn put_client(
     id("tenant_id", &tenant)?;
     id("client_id", &client)?;
     id("action_type", &action)?;
-    let limit = body.limit()?;
-    let snap = state
-        .limiter()
-        .update_config(Change::SetClient {
+    let limits = body.limits()?;
+    let change = match &limits {
+        Limits::One(limit) => Change::SetClient {
             tenant: tenant.clone(),
             client: client.clone(),
             action: action.clone(),
-            limit,
-        })
-        .await?;
+            limit: *limit,
+        },
+        Limits::Policy(policy) => Change::SetClientPolicy {
+            tenant: tenant.clone(),
+            client: client.clone(),
+            action: action.clone(),
+            policy: policy.clone(),
+        },
+    };
+    let snap = state.limiter().update_config(change).await?;
     Ok(axum::Json(json!({
         "status": "updated",
         "tenant_id": tenant,
         "client_id": client,
         "action_type": action,
-        "limit": limit_json(&limit),
+        "limit": limits_json(&limits),
         "version": snap.version,
     }))
     .into_response())

@@ -5,7 +5,8 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tollgate_core::clock::Micros;
-use tollgate_core::{DecisionRequest, Limit, LimitSource, Outcome, RateKey};
+use tollgate_core::policy::{Algorithm, PolicyLimit};
+use tollgate_core::{Decision, DecisionRequest, Limit, LimitSource, Outcome, RateKey};
 
 use super::tenant_auth::Credential;
 use crate::error::ApiError;
@@ -48,13 +49,25 @@ pub struct CheckBody {
     cost: Option<u64>,
 }
 
-/// The limit a decision was made under.
+/// The limit a decision was made under (the one that denied, else the one with the fewest
+/// requests remaining).
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct LimitView {
     pub max_requests: u64,
+    /// For a calendar window, the current period's length.
     pub window_duration_seconds: f64,
     #[schema(value_type = super::schema::LimitSourceSchema)]
     pub source: LimitSource,
+    /// The limit's name, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Present when not `sliding_log`: `gcra`, `sliding_window_counter` or `fixed_window`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<super::schema::AlgorithmSchema>)]
+    pub algorithm: Option<&'static str>,
+    /// GCRA only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
 }
 
 impl LimitView {
@@ -63,8 +76,99 @@ impl LimitView {
             max_requests: limit.max_requests,
             window_duration_seconds: limit.window_seconds(),
             source,
+            name: None,
+            algorithm: None,
+            burst: None,
         }
     }
+
+    fn of(pl: &PolicyLimit, source: LimitSource, now: Micros) -> Self {
+        let window = match pl.algorithm {
+            Algorithm::FixedWindow {
+                calendar: Some(cal),
+            } => {
+                let (s, e) = tollgate_core::algorithms::calendar::period(cal, now);
+                (e - s) as f64 / 1e6
+            }
+            _ => pl.limit.window_seconds(),
+        };
+        Self {
+            max_requests: pl.limit.max_requests,
+            window_duration_seconds: window,
+            source,
+            name: pl.name.as_deref().map(str::to_string),
+            algorithm: (pl.algorithm != Algorithm::SlidingLog).then(|| pl.algorithm.as_str()),
+            burst: match pl.algorithm {
+                Algorithm::Gcra { burst } => Some(burst),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// One limit of a policy of several, in the `limits` array.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PolicyLimitView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[schema(value_type = super::schema::AlgorithmSchema)]
+    algorithm: &'static str,
+    max_requests: u64,
+    window_duration_seconds: f64,
+    remaining_requests: u64,
+    reset_time_seconds: u64,
+    /// This limit alone would allow the request.
+    allowed: bool,
+    shadow: bool,
+}
+
+/// What every decision-shaped answer carries beyond the seed's fields.
+pub(super) struct PolicyParts {
+    pub limit: LimitView,
+    pub remaining: u64,
+    pub reset_at: Micros,
+    pub limits: Option<Vec<PolicyLimitView>>,
+    pub shadow_limit: Option<LimitView>,
+}
+
+/// The reported limit, its figures, and (for several limits) every limit's.
+pub(super) fn policy_parts(d: &Decision, now: Micros) -> Option<PolicyParts> {
+    let iv = d.verdict.as_ref()?;
+    let i = d.reported;
+    let pl = d.policy.limits.get(i)?;
+    let lv = iv.limits.get(i)?;
+    let limits = (d.policy.limits.len() > 1).then(|| {
+        d.policy
+            .limits
+            .iter()
+            .zip(iv.limits.iter())
+            .enumerate()
+            .map(|(j, (pl, lv))| {
+                let view = LimitView::of(pl, d.source, now);
+                PolicyLimitView {
+                    name: view.name,
+                    algorithm: pl.algorithm.as_str(),
+                    max_requests: pl.limit.max_requests,
+                    window_duration_seconds: view.window_duration_seconds,
+                    remaining_requests: lv.remaining,
+                    reset_time_seconds: seconds_ceil(lv.reset_at),
+                    allowed: lv.allowed,
+                    shadow: d.is_shadow(j),
+                }
+            })
+            .collect()
+    });
+    let shadow_limit = iv
+        .shadow_denied
+        .and_then(|j| d.policy.limits.get(j))
+        .map(|pl| LimitView::of(pl, d.source, now));
+    Some(PolicyParts {
+        limit: LimitView::of(pl, d.source, now),
+        remaining: lv.remaining,
+        reset_at: lv.reset_at,
+        limits,
+        shadow_limit,
+    })
 }
 
 /// A decision: 200 when allowed, 429 when denied (then with `retry_after_seconds`).
@@ -77,6 +181,16 @@ pub struct DecisionBody {
     retry_after_seconds: Option<f64>,
     status: &'static str,
     limit: LimitView,
+    /// Every limit, when several apply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limits: Option<Vec<PolicyLimitView>>,
+    /// A shadow limit would have denied this request (it was allowed and that limit consumed
+    /// nothing).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    shadow_denied: bool,
+    /// The shadow limit that would have denied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shadow_limit: Option<LimitView>,
     /// Milliseconds spent waiting in the tenant's queue before the decision.
     queue_wait_ms: f64,
 }
@@ -98,7 +212,7 @@ pub fn requested_limit(
 }
 
 /// Whole seconds, rounded up: a reset or retry time a client obeys is never early.
-fn seconds_ceil(t: Micros) -> u64 {
+pub(super) fn seconds_ceil(t: Micros) -> u64 {
     t.div_ceil(1_000_000)
 }
 
@@ -106,7 +220,7 @@ static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
-fn rate_headers(headers: &mut HeaderMap, limit: u64, remaining: u64, reset_in: u64) {
+pub(super) fn rate_headers(headers: &mut HeaderMap, limit: u64, remaining: u64, reset_in: u64) {
     headers.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(limit));
     headers.insert(RATELIMIT_REMAINING.clone(), HeaderValue::from(remaining));
     headers.insert(RATELIMIT_RESET.clone(), HeaderValue::from(reset_in));
@@ -157,18 +271,40 @@ pub async fn check_and_consume(
             "the service is configured to refuse decisions on store errors (--on-store-error deny); retry after the Retry-After delay",
         )
     })?;
+    decision_response(&decision, "processed")
+}
+
+/// The answer for a decision-shaped result (decide, report, refund).
+pub(super) fn decision_response(
+    decision: &Decision,
+    processed: &'static str,
+) -> Result<Response, ApiError> {
     let limit = decision.limit;
     let queue_wait_ms = decision.waited.as_micros() as f64 / 1000.0;
     let (status_code, body, reset_in, retry_in) = match decision.outcome {
         Outcome::Decided(v) => {
             let retry = v.retry_at.map(|r| r.saturating_sub(v.now));
+            let parts = policy_parts(decision, v.now);
+            let (remaining, reset_at, limit_view, limits, shadow_limit) = match parts {
+                Some(p) => (p.remaining, p.reset_at, p.limit, p.limits, p.shadow_limit),
+                None => (
+                    v.remaining(&limit),
+                    v.reset_at,
+                    LimitView::new(limit, decision.source),
+                    None,
+                    None,
+                ),
+            };
             let body = DecisionBody {
                 allowed: v.allowed,
-                remaining_requests: v.remaining(&limit),
-                reset_time_seconds: seconds_ceil(v.reset_at),
+                remaining_requests: remaining,
+                reset_time_seconds: seconds_ceil(reset_at),
                 retry_after_seconds: retry.map(|r| (r.div_ceil(1000)) as f64 / 1000.0),
-                status: "processed",
-                limit: LimitView::new(limit, decision.source),
+                status: processed,
+                limit: limit_view,
+                limits,
+                shadow_denied: shadow_limit.is_some(),
+                shadow_limit,
                 queue_wait_ms,
             };
             let code = if v.allowed {
@@ -179,7 +315,7 @@ pub async fn check_and_consume(
             (
                 code,
                 body,
-                seconds_ceil(v.reset_at.saturating_sub(v.now)),
+                seconds_ceil(reset_at.saturating_sub(v.now)),
                 retry,
             )
         }
@@ -192,6 +328,9 @@ pub async fn check_and_consume(
                 retry_after_seconds: None,
                 status: "fail_open",
                 limit: LimitView::new(limit, decision.source),
+                limits: None,
+                shadow_denied: false,
+                shadow_limit: None,
                 queue_wait_ms,
             },
             0,
@@ -206,7 +345,12 @@ pub async fn check_and_consume(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    rate_headers(headers, limit.max_requests, remaining, reset_in);
+    let header_limit = decision
+        .policy
+        .limits
+        .get(decision.reported)
+        .map_or(limit.max_requests, |pl| pl.capacity());
+    rate_headers(headers, header_limit, remaining, reset_in);
     if let Some(r) = retry_in {
         // Retry-After is whole seconds; round up so a client that obeys it is not denied again.
         headers.insert(
@@ -239,6 +383,9 @@ pub struct StatusBody<'a> {
     remaining_requests: u64,
     reset_time_seconds: u64,
     limit: LimitView,
+    /// Every limit, when several apply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limits: Option<Vec<PolicyLimitView>>,
 }
 
 #[utoipa::path(
@@ -266,7 +413,7 @@ pub async fn status(
     credential.check(&state, &tenant)?;
     let requested = requested_limit(q.max_requests, q.window_duration_seconds)?;
     let key = RateKey::new(&tenant, &client, &action);
-    let (v, limit, source) = state
+    let d = state
         .limiter()
         .status(key, requested)
         .await
@@ -275,21 +422,32 @@ pub async fn status(
                 "status reads the store and cannot answer until it is back; meanwhile decisions follow --on-store-error (allow, the default: admitted uncounted as fail_open; deny: refused with 503)",
             )
         })?;
+    let Outcome::Decided(v) = d.outcome else {
+        return Err(ApiError::Internal("the store answered no verdict".into()));
+    };
+    let parts = policy_parts(&d, v.now)
+        .ok_or_else(|| ApiError::Internal("the store answered no verdict".into()))?;
+    let capacity = d
+        .policy
+        .limits
+        .get(d.reported)
+        .map_or(d.limit.max_requests, |pl| pl.capacity());
     let body = StatusBody {
         tenant_id: &tenant,
         client_id: &client,
         action_type: &action,
         current_requests: v.used,
-        remaining_requests: v.remaining(&limit),
-        reset_time_seconds: seconds_ceil(v.reset_at),
-        limit: LimitView::new(limit, source),
+        remaining_requests: parts.remaining,
+        reset_time_seconds: seconds_ceil(parts.reset_at),
+        limit: parts.limit,
+        limits: parts.limits,
     };
     let mut resp = axum::Json(&body).into_response();
     rate_headers(
         resp.headers_mut(),
-        limit.max_requests,
+        capacity,
         body.remaining_requests,
-        seconds_ceil(v.reset_at.saturating_sub(v.now)),
+        seconds_ceil(parts.reset_at.saturating_sub(v.now)),
     );
     Ok(resp)
 }

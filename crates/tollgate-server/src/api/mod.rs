@@ -1,5 +1,6 @@
 //! The HTTP API: routes, admin authentication, and JSON answers for unknown routes and methods.
 
+mod adjust;
 mod config;
 mod config_bulk;
 mod dashboard;
@@ -38,6 +39,8 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
     let public = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(decision::check_and_consume))
         .routes(routes!(decision::status))
+        .routes(routes!(adjust::report))
+        .routes(routes!(adjust::refund))
         .routes(routes!(health::health))
         .routes(routes!(probes::livez))
         .routes(routes!(probes::readyz))

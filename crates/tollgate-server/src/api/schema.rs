@@ -17,14 +17,67 @@ pub enum LimitSourceSchema {
     request,
 }
 
+/// A limit's algorithm.
+#[derive(ToSchema, serde::Serialize)]
+#[schema(as = Algorithm)]
+#[allow(non_camel_case_types)]
+pub enum AlgorithmSchema {
+    sliding_log,
+    gcra,
+    sliding_window_counter,
+    fixed_window,
+}
+
+/// A UTC calendar period a fixed window can be aligned to.
+#[derive(ToSchema, serde::Serialize)]
+#[schema(as = Calendar)]
+#[allow(non_camel_case_types)]
+pub enum CalendarSchema {
+    day,
+    week,
+    month,
+}
+
 /// A limit as the API spells it.
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Serialize)]
 #[schema(as = LimitSpec)]
 pub struct LimitSpecSchema {
     /// 1 ..= 1,000,000,000.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub max_requests: u64,
-    /// Seconds, > 0 and <= 31,536,000, millisecond resolution.
-    pub window_duration_seconds: f64,
+    /// Seconds, > 0 and <= 31,536,000, millisecond resolution; may be omitted with `calendar`.
+    #[schema(exclusive_minimum = 0.0, maximum = 31_536_000.0)]
+    pub window_duration_seconds: Option<f64>,
+    /// Default `sliding_log`.
+    pub algorithm: Option<AlgorithmSchema>,
+    /// gcra only: 1 ..= 1,000,000,000 (default max_requests).
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    pub burst: Option<u64>,
+    /// fixed_window only.
+    pub calendar: Option<CalendarSchema>,
+    /// 1-64 printable ASCII characters.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[ -~]{1,64}$")]
+    pub name: Option<String>,
+    /// Decide and count, never deny.
+    pub shadow: Option<bool>,
+}
+
+/// Several limits on one key.
+#[derive(ToSchema, serde::Serialize)]
+#[schema(as = LimitList)]
+pub struct LimitListSchema {
+    /// 1 to 8 limits, no two with the same algorithm and window.
+    #[schema(min_items = 1, max_items = 8)]
+    pub limits: Vec<LimitSpecSchema>,
+}
+
+/// One limit, or several.
+#[derive(ToSchema, serde::Serialize)]
+#[serde(untagged)]
+#[schema(as = LimitEntry)]
+pub enum LimitEntrySchema {
+    One(LimitSpecSchema),
+    Many(LimitListSchema),
 }
 
 /// Load-management settings shared by all tenants.
@@ -49,9 +102,9 @@ pub struct GlobalSettingsSchema {
 pub struct TenantDocumentSchema {
     pub weight: u32,
     /// Action → limit, for every client of the tenant.
-    pub actions: BTreeMap<String, LimitSpecSchema>,
+    pub actions: BTreeMap<String, LimitEntrySchema>,
     /// Client → action → limit; wins over `actions`.
-    pub clients: BTreeMap<String, BTreeMap<String, LimitSpecSchema>>,
+    pub clients: BTreeMap<String, BTreeMap<String, LimitEntrySchema>>,
     /// The tenant's own key budget; absent = `global.max_keys_per_tenant`.
     pub max_keys: Option<u64>,
     /// The tenant's own key-creation rate; absent = `global.new_keys_per_second`.
@@ -131,8 +184,8 @@ pub struct StateBoundOverrides {
 pub struct TenantView {
     pub tenant_id: String,
     pub weight: u32,
-    pub actions: BTreeMap<String, LimitSpecSchema>,
-    pub clients: BTreeMap<String, BTreeMap<String, LimitSpecSchema>>,
+    pub actions: BTreeMap<String, LimitEntrySchema>,
+    pub clients: BTreeMap<String, BTreeMap<String, LimitEntrySchema>>,
     pub state_bounds: StateBounds,
     pub version: u64,
 }
@@ -172,7 +225,7 @@ pub struct ActionUpdated {
     pub status: String,
     pub tenant_id: String,
     pub action_type: String,
-    pub limit: LimitSpecSchema,
+    pub limit: LimitEntrySchema,
     pub version: u64,
 }
 
@@ -193,7 +246,7 @@ pub struct ClientUpdated {
     pub tenant_id: String,
     pub client_id: String,
     pub action_type: String,
-    pub limit: LimitSpecSchema,
+    pub limit: LimitEntrySchema,
     pub version: u64,
 }
 
