@@ -11,12 +11,14 @@
 //! - [`credentials`] — tenant API keys: issuing, stored form, verification.
 //! - [`load`] — the TenantLoadManager: bounded concurrency with fair per-tenant queues.
 //! - [`limiter`] — the orchestrator tying them together.
+//! - [`engine`] — the narrow API the front ends call (several keys decided at once, status).
 // One `unsafe` block in the crate, a prefetch hint (`store/memory/prefetch.rs`), allowed where it is.
 #![deny(unsafe_code)]
 
 pub mod clock;
 pub mod config;
 pub mod credentials;
+pub mod engine;
 pub mod limit;
 pub mod limiter;
 pub mod load;

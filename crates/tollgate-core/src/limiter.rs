@@ -122,10 +122,15 @@ impl Limiter {
         &self.load
     }
 
+    /// What decisions answer when the store cannot be reached.
+    pub fn store_error_policy(&self) -> StoreErrorPolicy {
+        self.policy
+    }
+
     /// Resolves the limit for `key`, the tenant's weight and its bounds on state, and checks the
     /// ids, the unknown-tenant policy and a request-supplied window against the tenant's cap; no
     /// I/O, one tenant lookup.
-    fn resolve(
+    pub(crate) fn resolve(
         &self,
         key: RateKey<'_>,
         requested: Option<Limit>,
