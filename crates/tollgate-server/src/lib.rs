@@ -9,6 +9,7 @@
 //! - [`cli`] — flags and environment variables.
 //! - [`hardening`] — per-request timeout and size limits.
 //! - [`listen`] — the accept loop: connection cap, header deadline, graceful shutdown.
+//! - [`rls`] — the Envoy Rate Limit Service (gRPC) front end, with health and reflection.
 //! - [`reload`] — applying the `--config` file again on SIGHUP.
 //! - [`config_sync`] — redis mode: applying configuration changed by other instances.
 //! - [`server`] — building the service from flags, serving, graceful shutdown.
@@ -24,5 +25,6 @@ pub mod hardening;
 pub mod listen;
 pub mod metrics;
 pub mod reload;
+pub mod rls;
 pub mod server;
 pub mod state;

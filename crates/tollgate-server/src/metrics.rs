@@ -43,12 +43,12 @@ pub const CATALOG: &[(&str, &str, &str)] = &[
     (
         "tollgate_decisions_total",
         "counter",
-        "Decisions by tenant and outcome (allowed, denied, shed, fail_open, error).",
+        "Decisions by front end (api: http, rls), tenant and outcome (allowed, denied, shed, fail_open, error).",
     ),
     (
         "tollgate_decision_duration_seconds",
         "histogram",
-        "Time from a parsed check_and_consume request to its decision, queueing included.",
+        "Time from a parsed decision request (HTTP check_and_consume or RLS ShouldRateLimit) to its decision, queueing included, by api.",
     ),
     (
         "tollgate_queue_wait_seconds",
@@ -152,13 +152,19 @@ fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
     )
 }
 
+/// Which front end a decision came through: the `api` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    Http = 0,
+    Rls = 1,
+}
+
+const APIS: [&str; 2] = ["http", "rls"];
+
 /// Per-tenant handles, registered when a tenant first gets a label.
 struct TenantHandles {
-    allowed: Counter,
-    denied: Counter,
-    shed: Counter,
-    fail_open: Counter,
-    error: Counter,
+    /// Indexed by [`Api`], then like [`OUTCOMES`].
+    decisions: [[Counter; 5]; 2],
     queued: Gauge,
     tracked_keys: Gauge,
     /// Indexed like [`BUDGET_BOUNDS`].
@@ -184,15 +190,18 @@ fn budget_bound(e: &StoreError) -> Option<usize> {
     BUDGET_BOUNDS.iter().position(|b| *b == name)
 }
 
+/// The `outcome` label values of `tollgate_decisions_total`, indexed by [`DecisionOutcome`].
+const OUTCOMES: [&str; 5] = ["allowed", "denied", "shed", "fail_open", "error"];
+
 /// How a decision request ended, for `tollgate_decisions_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecisionOutcome {
-    Allowed,
-    Denied,
-    Shed,
-    FailOpen,
+    Allowed = 0,
+    Denied = 1,
+    Shed = 2,
+    FailOpen = 3,
     /// The store could not decide and policy is deny, or the key budget is exhausted.
-    Error,
+    Error = 4,
 }
 
 impl DecisionOutcome {
@@ -219,7 +228,8 @@ pub struct Metrics {
     handle: PrometheusHandle,
     tenants: RwLock<HashMap<Box<str>, TenantHandles>>,
     other: TenantHandles,
-    decision_duration: Histogram,
+    /// Indexed by [`Api`].
+    decision_duration: [Histogram; 2],
     queue_wait: Histogram,
     store_check_duration: Histogram,
     store_status_duration: Histogram,
@@ -284,7 +294,7 @@ impl Metrics {
         Self {
             other: tenant_handles(&recorder, (OVERFLOW_LABEL, "true")),
             tenants: RwLock::new(HashMap::new()),
-            decision_duration: h("tollgate_decision_duration_seconds", &[]),
+            decision_duration: APIS.map(|api| h("tollgate_decision_duration_seconds", &[("api", api)])),
             queue_wait: h("tollgate_queue_wait_seconds", &[]),
             store_check_duration: h(store_duration, &[("op", "check_and_consume")]),
             store_status_duration: h(store_duration, &[("op", "status")]),
@@ -341,24 +351,34 @@ impl Metrics {
         let Some(outcome) = DecisionOutcome::of(result) else {
             return;
         };
-        self.decision_duration.record(started.elapsed());
-        if let Ok(d) = result {
-            self.queue_wait.record(d.waited);
+        let store_error = match result {
+            Err(LimitError::Store(e)) => Some(e),
+            _ => None,
+        };
+        let waited = result.as_ref().ok().map(|d| d.waited);
+        self.record_outcome(Api::Http, tenant, outcome, started, waited, store_error);
+    }
+
+    /// Records one decision of either front end: its outcome, duration and queue wait, and the
+    /// bound behind a refused new key.
+    pub fn record_outcome(
+        &self,
+        api: Api,
+        tenant: &str,
+        outcome: DecisionOutcome,
+        started: Instant,
+        waited: Option<Duration>,
+        store_error: Option<&StoreError>,
+    ) {
+        self.decision_duration[api as usize].record(started.elapsed());
+        if let Some(w) = waited {
+            self.queue_wait.record(w);
         }
-        if let Err(LimitError::Store(e)) = result {
-            if let Some(i) = budget_bound(e) {
-                self.with_tenant(tenant, |t| t.budget_rejections[i].increment(1));
-            }
+        if let Some(i) = store_error.and_then(budget_bound) {
+            self.with_tenant(tenant, |t| t.budget_rejections[i].increment(1));
         }
         self.with_tenant(tenant, |t| {
-            match outcome {
-                DecisionOutcome::Allowed => &t.allowed,
-                DecisionOutcome::Denied => &t.denied,
-                DecisionOutcome::Shed => &t.shed,
-                DecisionOutcome::FailOpen => &t.fail_open,
-                DecisionOutcome::Error => &t.error,
-            }
-            .increment(1)
+            t.decisions[api as usize][outcome as usize].increment(1)
         });
     }
 
@@ -460,13 +480,15 @@ impl Metrics {
 /// Handles of one tenant's series; `label` is `("tenant", id)`, or the overflow label.
 fn tenant_handles(recorder: &PrometheusRecorder, label: (&'static str, &str)) -> TenantHandles {
     let name = "tollgate_decisions_total";
-    let c = |outcome| recorder.register_counter(&key(name, &[label, ("outcome", outcome)]), &META);
     TenantHandles {
-        allowed: c("allowed"),
-        denied: c("denied"),
-        shed: c("shed"),
-        fail_open: c("fail_open"),
-        error: c("error"),
+        decisions: APIS.map(|api| {
+            OUTCOMES.map(|outcome| {
+                recorder.register_counter(
+                    &key(name, &[label, ("api", api), ("outcome", outcome)]),
+                    &META,
+                )
+            })
+        }),
         queued: recorder.register_gauge(&key("tollgate_load_queued_per_tenant", &[label]), &META),
         tracked_keys: recorder
             .register_gauge(&key("tollgate_tracked_keys_per_tenant", &[label]), &META),

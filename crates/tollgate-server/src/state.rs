@@ -24,6 +24,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Who may call the decision API.
     pub decision_auth: DecisionAuth,
+    /// Turns true with `draining`, for listeners that must react (the RLS health service).
+    pub drain_signal: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -54,6 +56,7 @@ impl AppState {
                 admin_token,
                 metrics,
                 decision_auth,
+                drain_signal: tokio::sync::watch::Sender::new(false),
             }),
         }
     }
@@ -68,6 +71,20 @@ impl AppState {
 
     pub fn begin_drain(&self) {
         self.inner.draining.store(true, Ordering::SeqCst);
+        self.inner.drain_signal.send_replace(true);
+    }
+
+    /// Resolves once shutdown has begun.
+    pub fn drain_begun(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.inner.drain_signal.subscribe();
+        async move {
+            let _ = rx.wait_for(|d| *d).await;
+        }
+    }
+
+    /// The engine API over this state's limiter, for front ends.
+    pub fn engine(&self) -> tollgate_core::engine::Engine {
+        tollgate_core::engine::Engine::new(self.inner.limiter.clone())
     }
 
     pub fn is_draining(&self) -> bool {
