@@ -4,6 +4,7 @@
 //! - [`limit`] — limits, ids, costs, the injective key, and their validation.
 //! - [`window`] — the exact sliding-window log of one key.
 //! - [`policy`] — the limits of one key, their algorithms, and the store call deciding under them.
+//! - [`algorithms`] — per-limit state of the four algorithms and the rules combining several limits.
 //! - [`store`] — the `Store` trait (one atomic check-and-consume), the in-memory store, and the
 //!   Redis store (one Lua script per decision) with its circuit breaker.
 //! - [`redis_conn`] — one connection type over a Redis node or a Redis Cluster.
@@ -15,6 +16,7 @@
 // One `unsafe` block in the crate, a prefetch hint (`store/memory/prefetch.rs`), allowed where it is.
 #![deny(unsafe_code)]
 
+pub mod algorithms;
 pub mod clock;
 pub mod config;
 pub mod credentials;

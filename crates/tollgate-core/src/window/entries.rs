@@ -54,6 +54,25 @@ impl Entries {
         self.buf[head..].last_mut()
     }
 
+    /// Removes the newest entry (no-op when empty).
+    #[inline]
+    pub(super) fn pop_back(&mut self) {
+        if self.head < self.buf.len() {
+            self.buf.pop();
+        }
+        if self.head == self.buf.len() {
+            self.buf.clear();
+            self.head = 0;
+        }
+    }
+
+    /// The entry before the newest one, if any.
+    #[inline]
+    pub(super) fn second_last(&self) -> Option<&Entry> {
+        let live = self.live();
+        live.len().checked_sub(2).map(|i| &live[i])
+    }
+
     /// Evicts the oldest entry (no-op when empty).
     #[inline]
     pub(super) fn pop_front(&mut self) {

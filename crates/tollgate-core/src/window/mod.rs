@@ -182,6 +182,51 @@ impl WindowLog {
         }
     }
 
+    /// Starts a policy call under `limit` and says whether `cost` fits; when it does not, the
+    /// time it would.
+    pub fn check(&mut self, now: Micros, limit: Limit, cost: u64) -> Result<(), Micros> {
+        self.touch(now, limit.window_micros);
+        if self.used() + cost <= limit.max_requests {
+            Ok(())
+        } else {
+            Err(self.fits_at(now, limit.window_micros, cost, limit.max_requests))
+        }
+    }
+
+    /// Logs `cost` at `now` without checking (after [`WindowLog::check`] at the same `now`).
+    pub fn add(&mut self, now: Micros, limit: Limit, cost: u64) {
+        self.push(now, limit.window_micros, cost);
+    }
+
+    /// Gives back up to `cost` from the newest entries (after [`WindowLog::check`]: all of them
+    /// are inside the window).
+    pub fn refund(&mut self, mut cost: u64) {
+        while cost > 0 {
+            let floor = self
+                .entries
+                .second_last()
+                .map_or(self.evicted, |e| e.cumulative);
+            let Some(back) = self.entries.back_mut() else {
+                return;
+            };
+            let take = (back.cumulative - floor).min(cost);
+            back.cumulative -= take;
+            cost -= take;
+            if back.cumulative == floor {
+                self.entries.pop_back();
+            }
+        }
+        self.entries.shrink_if_sparse();
+    }
+
+    /// Requests still available and when the oldest counted one leaves.
+    pub fn figures(&self, now: Micros, limit: Limit) -> (u64, Micros) {
+        (
+            limit.max_requests.saturating_sub(self.used()),
+            self.reset_at(now, limit.window_micros),
+        )
+    }
+
     fn push(&mut self, now: Micros, window: Micros, cost: u64) {
         let tick = tick_for(window);
         let cumulative = self.entries.back().map_or(self.evicted, |e| e.cumulative) + cost;

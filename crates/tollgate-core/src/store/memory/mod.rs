@@ -12,18 +12,23 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 
 mod key;
 mod prefetch;
+mod state;
 mod table;
 mod tenants;
 
 use super::{KeyBounds, Store, StoreError};
+use crate::algorithms::{check_item, finish_item, state_ids};
 use crate::clock::{Clock, SystemClock};
 use crate::limit::{Limit, RateKey};
-use crate::window::{Verdict, WindowLog};
+use crate::policy::{ItemVerdict, LimitVerdict, Op, PolicyItem, PolicyVerdict};
+use crate::window::Verdict;
 use key::StoredKey;
 use prefetch::SlotHint;
+use state::KeyState;
 use table::Table;
 use tenants::Tenants;
 pub use tenants::TENANT_SHARE_DIVISOR;
@@ -32,9 +37,9 @@ pub use tenants::TENANT_SHARE_DIVISOR;
 pub const DEFAULT_MAX_KEYS: usize = 5_000_000;
 const SHARDS: usize = 128;
 
-/// A tracked key and its log, stored side by side in the table slot so a lookup that finds the
+/// A tracked key and its state, stored side by side in the table slot so a lookup that finds the
 /// slot has everything a decision reads (see `key.rs` for why the key is inline).
-type Slot = (StoredKey, WindowLog);
+type Slot = (StoredKey, KeyState);
 
 #[derive(Default)]
 struct Shard {
@@ -112,8 +117,12 @@ impl MemoryStore {
     }
 
     fn shard(&self, hash: u64) -> &Shard {
+        &self.inner.shards[self.shard_index(hash)]
+    }
+
+    fn shard_index(&self, hash: u64) -> usize {
         // The tables probe from the low bits, so the shard comes from others: bits 40-46.
-        &self.inner.shards[(hash >> 40) as usize % SHARDS]
+        (hash >> 40) as usize % SHARDS
     }
 
     /// The decision, synchronously: what `Store::check_and_consume` does without the async wrapper.
@@ -158,16 +167,150 @@ impl MemoryStore {
                     self.inner.max_keys,
                 )?;
                 inserted = true;
-                Ok((StoredKey::new(&key, hash), WindowLog::new()))
+                Ok((StoredKey::new(&key, hash), KeyState::default()))
             },
             |slot| hash_stored(hasher, slot),
         )?;
-        let verdict = log.check_and_consume(now, limit, cost);
+        let verdict = log.base_log().check_and_consume(now, limit, cost);
         if inserted {
             // The insert may have grown (moved) the table.
             shard.hint.publish(table.slots());
         }
         Ok(verdict)
+    }
+
+    /// `Store::apply`, synchronously: every item under its whole policy, atomically. The items'
+    /// shards are locked in shard order (so two calls never wait on each other in a cycle) and
+    /// held until every item is decided and, when all are allowed, consumed.
+    pub fn apply_sync(
+        &self,
+        op: Op,
+        items: &[PolicyItem<'_>],
+    ) -> Result<PolicyVerdict, StoreError> {
+        for (n, item) in items.iter().enumerate() {
+            let len = item.policy.limits.len();
+            if !(1..=crate::policy::MAX_LIMITS_PER_KEY).contains(&len) {
+                return Err(StoreError::Unsupported(format!("a policy of {len} limits")));
+            }
+            if items[..n].iter().any(|o| o.key == item.key) {
+                return Err(StoreError::Unsupported(
+                    "the same key twice in one call".into(),
+                ));
+            }
+        }
+        if let [item] = items {
+            if op == Op::Consume && !item.shadow_all {
+                if let [pl] = &*item.policy.limits {
+                    if pl.algorithm == crate::policy::Algorithm::SlidingLog && !pl.shadow {
+                        return self.apply_one_log(item, pl);
+                    }
+                }
+            }
+        }
+        let hashes: SmallVec<[u64; 2]> = items.iter().map(|i| self.hash(&i.key)).collect();
+        let mut order: SmallVec<[usize; 2]> = hashes.iter().map(|h| self.shard_index(*h)).collect();
+        order.sort_unstable();
+        order.dedup();
+        let mut guards: SmallVec<[_; 2]> = order
+            .iter()
+            .map(|&i| (i, self.inner.shards[i].table.lock()))
+            .collect();
+        let now = self.inner.clock.now_micros();
+        let creates = matches!(op, Op::Consume | Op::Report);
+        let hasher = &self.inner.hasher;
+        let ids: SmallVec<[SmallVec<[crate::algorithms::StateId; 2]>; 2]> =
+            items.iter().map(|i| state_ids(&i.policy.limits)).collect();
+        // Pass 1: check every item (creating new keys for consuming ops).
+        let mut allowed = true;
+        for (n, item) in items.iter().enumerate() {
+            let hash = hashes[n];
+            let shard = self.shard_index(hash);
+            let Some((_, table)) = guards.iter_mut().find(|(i, _)| *i == shard) else {
+                return Err(StoreError::Unsupported("shard lock".into()));
+            };
+            let key = item.key;
+            let mut fresh = KeyState::default();
+            let state = if creates {
+                let slot = table.get_or_try_insert_with(
+                    hash,
+                    |(k, _)| k.is(&key, hash),
+                    || {
+                        self.inner.tenants.admit(
+                            key.tenant,
+                            item.bounds,
+                            now,
+                            &self.inner.keys,
+                            self.inner.max_keys,
+                        )?;
+                        Ok((StoredKey::new(&key, hash), KeyState::default()))
+                    },
+                    |slot| hash_stored(hasher, slot),
+                )?;
+                &mut slot.1
+            } else {
+                match table.get_mut(hash, |(k, _)| k.is(&key, hash)) {
+                    Some((_, s)) => s,
+                    None => &mut fresh,
+                }
+            };
+            let checked = state.with_states(&ids[n], now, |st| check_item(item, now, st))?;
+            allowed &= checked.allowed;
+        }
+        // Pass 2: apply and answer. Checking again at the same instant changes nothing; it hands
+        // the same figures to `finish_item`.
+        let mut out = PolicyVerdict {
+            allowed: allowed || matches!(op, Op::Report | Op::Refund),
+            now,
+            items: SmallVec::new(),
+        };
+        for (n, item) in items.iter().enumerate() {
+            let hash = hashes[n];
+            let shard = self.shard_index(hash);
+            let Some((_, table)) = guards.iter_mut().find(|(i, _)| *i == shard) else {
+                return Err(StoreError::Unsupported("shard lock".into()));
+            };
+            let key = item.key;
+            let mut fresh = KeyState::default();
+            let state = match table.get_mut(hash, |(k, _)| k.is(&key, hash)) {
+                Some((_, s)) => s,
+                None => &mut fresh,
+            };
+            let v = state.with_states(&ids[n], now, |st| {
+                let checked = check_item(item, now, st);
+                finish_item(op, item, now, st, &checked, allowed)
+            })?;
+            out.items.push(v);
+        }
+        for (i, table) in &guards {
+            self.inner.shards[*i].hint.publish(table.slots());
+        }
+        drop(guards);
+        Ok(out)
+    }
+
+    /// The seed's decision (one sliding-log limit, consume) in the policy call's shape, on the
+    /// hot path's code.
+    fn apply_one_log(
+        &self,
+        item: &PolicyItem<'_>,
+        pl: &crate::policy::PolicyLimit,
+    ) -> Result<PolicyVerdict, StoreError> {
+        let v = self.check_and_consume_bounded_sync(item.key, pl.limit, item.cost, item.bounds)?;
+        let lv = LimitVerdict {
+            allowed: v.allowed,
+            remaining: v.remaining(&pl.limit),
+            reset_at: v.reset_at,
+            retry_at: v.retry_at,
+        };
+        Ok(PolicyVerdict {
+            allowed: v.allowed,
+            now: v.now,
+            items: smallvec::smallvec![ItemVerdict {
+                allowed: v.allowed,
+                limits: smallvec::smallvec![lv],
+                shadow_denied: None,
+            }],
+        })
     }
 
     /// Usage without consuming, synchronously. Never creates a key.
@@ -178,8 +321,8 @@ impl MemoryStore {
         let mut table = shard.table.lock();
         let now = self.inner.clock.now_micros();
         match table.get_mut(hash, |(k, _)| k.is(&key, hash)) {
-            Some((_, log)) => log.status(now, limit),
-            None => WindowLog::new().status(now, limit),
+            Some((_, state)) => state.base_log().status(now, limit),
+            None => crate::window::WindowLog::new().status(now, limit),
         }
     }
 
@@ -194,8 +337,8 @@ impl MemoryStore {
         for shard in inner.shards.iter() {
             let mut table = shard.table.lock();
             let gone = table.retain(
-                |(key, log)| {
-                    if !log.expire(now) {
+                |(key, state)| {
+                    if !state.expire(now) {
                         return true;
                     }
                     inner.tenants.release(key.ids()[0]);
@@ -282,6 +425,10 @@ impl Store for MemoryStore {
 
     fn for_each_tenant_keys(&self, f: &mut dyn FnMut(&str, u64)) {
         self.inner.tenants.for_each(f);
+    }
+
+    async fn apply(&self, op: Op, items: &[PolicyItem<'_>]) -> Result<PolicyVerdict, StoreError> {
+        self.apply_sync(op, items)
     }
 
     async fn status(&self, key: RateKey<'_>, limit: Limit) -> Result<Verdict, StoreError> {
@@ -487,7 +634,7 @@ mod tests {
             RateKey::new("t", &long, "a"),
         ] {
             let ids = [k.tenant, k.client, k.action].map(str::as_bytes);
-            let slot = (StoredKey::new(&k, 9), WindowLog::new());
+            let slot = (StoredKey::new(&k, 9), KeyState::default());
             assert_eq!(hash_stored(&hasher, &slot), hash_ids(&hasher, ids));
         }
     }

@@ -1,0 +1,62 @@
+//! GCRA (the generic cell rate algorithm): one timestamp per limit, the theoretical arrival time.
+//! Emission interval T = ceil(W / M); a request of cost c is allowed iff it would not push the TAT
+//! more than `burst · T` past now.
+
+use crate::clock::Micros;
+use crate::policy::{Algorithm, PolicyLimit};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gcra {
+    /// Theoretical arrival time; at or before now is the same as no state.
+    pub tat: Micros,
+}
+
+/// Emission interval, µs (at least 1).
+pub fn interval(pl: &PolicyLimit) -> Micros {
+    pl.limit
+        .window_micros
+        .div_ceil(pl.limit.max_requests.max(1))
+        .max(1)
+}
+
+fn burst(pl: &PolicyLimit) -> u64 {
+    match pl.algorithm {
+        Algorithm::Gcra { burst } => burst,
+        _ => pl.limit.max_requests,
+    }
+}
+
+impl Gcra {
+    pub fn check(&mut self, now: Micros, pl: &PolicyLimit, cost: u64) -> Result<(), Micros> {
+        let t = interval(pl);
+        let new = self.tat.max(now).saturating_add(cost.saturating_mul(t));
+        let room = burst(pl).saturating_mul(t);
+        if new - now <= room {
+            Ok(())
+        } else {
+            Err(new - room)
+        }
+    }
+
+    pub fn add(&mut self, now: Micros, pl: &PolicyLimit, cost: u64) {
+        self.tat = self
+            .tat
+            .max(now)
+            .saturating_add(cost.saturating_mul(interval(pl)));
+    }
+
+    pub fn refund(&mut self, now: Micros, pl: &PolicyLimit, cost: u64) {
+        self.tat = now.max(self.tat.saturating_sub(cost.saturating_mul(interval(pl))));
+    }
+
+    pub fn figures(&self, now: Micros, pl: &PolicyLimit) -> (u64, Micros) {
+        let t = interval(pl);
+        let base = self.tat.max(now);
+        let remaining = burst(pl).saturating_mul(t).saturating_sub(base - now) / t;
+        (remaining, base)
+    }
+
+    pub fn is_idle(&self, now: Micros) -> bool {
+        self.tat <= now
+    }
+}
