@@ -203,62 +203,11 @@ fn reported_index(v: &ItemVerdict, policy: &Policy) -> usize {
     best
 }
 
-/// One atomic store call over every item.
+/// One atomic store call over every item (on Redis Cluster, items in different slots are decided
+/// one by one by the store, never over-admitting).
 async fn apply_consume(
     l: &Limiter,
     items: &[PolicyItem<'_>],
 ) -> Result<PolicyVerdict, StoreError> {
-    match l.store().apply(Op::Consume, items).await {
-        Err(StoreError::Unsupported(_)) if items.len() > 1 => {
-            decide_one_by_one_until_stores_apply_several(l, items).await
-        }
-        r => r,
-    }
-}
-
-/// TEMPORARY, until the stores implement `apply` over several items: status of every item first,
-/// then consume them one by one only if all fit. A concurrent caller can take a slot between the
-/// two steps; then items consumed before the denied one stay consumed. Remove once
-/// `Store::apply` decides several items atomically on every store.
-async fn decide_one_by_one_until_stores_apply_several(
-    l: &Limiter,
-    items: &[PolicyItem<'_>],
-) -> Result<PolicyVerdict, StoreError> {
-    let store = l.store();
-    let mut now = 0;
-    let mut fits = true;
-    for it in items {
-        let v = store.apply(Op::Status, std::slice::from_ref(it)).await?;
-        now = v.now;
-        let fit = v.items.iter().all(|iv| {
-            iv.limits
-                .iter()
-                .zip(it.policy.limits.iter())
-                .all(|(lv, pl)| lv.remaining >= it.cost.min(pl.capacity()))
-        });
-        fits &= fit;
-    }
-    let op = if fits { Op::Consume } else { Op::Status };
-    let mut out = PolicyVerdict {
-        allowed: fits,
-        now,
-        items: SmallVec::new(),
-    };
-    for it in items {
-        let mut v = store.apply(op, std::slice::from_ref(it)).await?;
-        out.now = v.now;
-        let mut iv = v.items.pop().ok_or_else(|| {
-            StoreError::Unavailable("the store answered without a verdict".into())
-        })?;
-        if op == Op::Status {
-            // A status read says nothing about this cost; mark the items that would not fit.
-            for (lv, pl) in iv.limits.iter_mut().zip(it.policy.limits.iter()) {
-                lv.allowed = lv.remaining >= it.cost.min(pl.capacity());
-            }
-            iv.allowed = iv.limits.iter().all(|lv| lv.allowed);
-        }
-        out.allowed &= iv.allowed;
-        out.items.push(iv);
-    }
-    Ok(out)
+    l.store().apply(Op::Consume, items).await
 }

@@ -136,6 +136,9 @@ fn status_of(tenant: &str, e: LimitError) -> Status {
         LimitError::Store(
             e @ (StoreError::KeyBudgetExhausted { .. } | StoreError::TenantKeyBudget(_)),
         ) => Status::resource_exhausted(e.to_string()),
+        LimitError::Store(StoreError::Unsupported(what)) => Status::unimplemented(format!(
+            "this store does not support {what} yet; send one descriptor per request or use the memory store"
+        )),
         LimitError::Store(e) => Status::unavailable(format!(
             "{e}; the service refuses decisions on store errors (--on-store-error deny)"
         )),

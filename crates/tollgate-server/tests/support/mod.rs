@@ -45,6 +45,16 @@ impl Store for SwitchableStore {
         }
         self.inner.status(key, limit).await
     }
+    async fn apply(
+        &self,
+        op: tollgate_core::policy::Op,
+        items: &[tollgate_core::policy::PolicyItem<'_>],
+    ) -> Result<tollgate_core::policy::PolicyVerdict, StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("switched off by the test".into()));
+        }
+        self.inner.apply(op, items).await
+    }
     fn is_healthy(&self) -> bool {
         !self.down.load(Ordering::SeqCst)
     }
