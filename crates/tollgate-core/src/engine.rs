@@ -205,9 +205,6 @@ fn reported_index(v: &ItemVerdict, policy: &Policy) -> usize {
 
 /// One atomic store call over every item (on Redis Cluster, items in different slots are decided
 /// one by one by the store, never over-admitting).
-async fn apply_consume(
-    l: &Limiter,
-    items: &[PolicyItem<'_>],
-) -> Result<PolicyVerdict, StoreError> {
+async fn apply_consume(l: &Limiter, items: &[PolicyItem<'_>]) -> Result<PolicyVerdict, StoreError> {
     l.store().apply(Op::Consume, items).await
 }

@@ -105,9 +105,13 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
                 "--rls-listen {rls_addr} is not a loopback address, but RLS calls carry no tenant key and --decision-auth tenant-keys is set; bind RLS to loopback (e.g. an Envoy sidecar) or pass --rls-listen off"
             );
         }
-        let rls = tokio::net::TcpListener::bind(rls_addr).await.with_context(|| {
-            format!("cannot listen on {rls_addr} for Envoy RLS (--rls-listen; `off` disables it)")
-        })?;
+        let rls = tokio::net::TcpListener::bind(rls_addr)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {rls_addr} for Envoy RLS (--rls-listen; `off` disables it)"
+                )
+            })?;
         let rls_addr = rls.local_addr().unwrap_or(rls_addr);
         tracing::info!(addr = %rls_addr, api = "rls", "Envoy RLS (gRPC) listening");
         service.rls = Some(rls);

@@ -294,7 +294,8 @@ impl Metrics {
         Self {
             other: tenant_handles(&recorder, (OVERFLOW_LABEL, "true")),
             tenants: RwLock::new(HashMap::new()),
-            decision_duration: APIS.map(|api| h("tollgate_decision_duration_seconds", &[("api", api)])),
+            decision_duration: APIS
+                .map(|api| h("tollgate_decision_duration_seconds", &[("api", api)])),
             queue_wait: h("tollgate_queue_wait_seconds", &[]),
             store_check_duration: h(store_duration, &[("op", "check_and_consume")]),
             store_status_duration: h(store_duration, &[("op", "status")]),

@@ -27,7 +27,7 @@ impl Server {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .env("TOLLGATE_RLS_LISTEN", "off")
+            .env("TOLLGATE_RLS_LISTEN", "off")
             .args(["--listen", &addr.to_string(), "--data-dir"])
             .arg(data_dir)
             .args(extra)

@@ -391,7 +391,10 @@ async fn store_down_is_unavailable_under_deny_and_ok_under_allow() {
         let r = ask(&mut c, request("shop", vec![desc(&[("user", "fay")])]))
             .await
             .unwrap();
-        assert_eq!(r.statuses[0].limit_remaining, 2, "the outage counted nothing");
+        assert_eq!(
+            r.statuses[0].limit_remaining, 2,
+            "the outage counted nothing"
+        );
     }
 }
 

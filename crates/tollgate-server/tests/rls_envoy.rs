@@ -206,7 +206,13 @@ generic_key = { max_requests = 1000, window_duration_seconds = 60 }
     let envoy = Envoy {
         child: Command::new(&envoy_bin)
             .args(["-c", &envoy_yaml.display().to_string()])
-            .args(["--disable-hot-restart", "--concurrency", "1", "-l", "warning"])
+            .args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "-l",
+                "warning",
+            ])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -222,7 +228,10 @@ generic_key = { max_requests = 1000, window_duration_seconds = 60 }
         if let Ok(r) = get(&http, allow_port, None).await {
             assert_eq!(r.status(), 200, "{}", envoy.log());
             passed += 1;
-            if get(&http, deny_port, None).await.is_ok_and(|r| r.status() == 200) {
+            if get(&http, deny_port, None)
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
                 passed += 1;
                 ready = true;
                 break;
@@ -256,11 +265,7 @@ generic_key = { max_requests = 1000, window_duration_seconds = 60 }
     // key every request that passed (the denied one consumed on no descriptor).
     let status = |client: &str, action: &str| {
         let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-        tollgate.url(&format!(
-            "/api/status/edge/{}/{}",
-            enc(client),
-            enc(action)
-        ))
+        tollgate.url(&format!("/api/status/edge/{}/{}", enc(client), enc(action)))
     };
     let v: serde_json::Value = http
         .get(status("acme|alice", "tenant|user"))

@@ -47,7 +47,9 @@ async fn tenant_named_other_keeps_its_own_series_apart_from_the_overflow() {
         Some(&3.0),
         "tenants past the label budget count in the overflow series"
     );
-    assert!(!m.contains_key(r#"tollgate_decisions_total{api="http",outcome="allowed",tenant="t99"}"#));
+    assert!(
+        !m.contains_key(r#"tollgate_decisions_total{api="http",outcome="allowed",tenant="t99"}"#)
+    );
     // The overflow series has no `tenant` label, so no tenant id can ever name it.
     assert!(text
         .lines()

@@ -3,9 +3,7 @@
 use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::HeaderValue;
-use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
-    Code, DescriptorStatus,
-};
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{Code, DescriptorStatus};
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitService;
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use tollgate_core::clock::Micros;
@@ -75,9 +73,14 @@ impl RlsService {
             // Refused before a decision; unknown tenants must not claim metric labels either.
             Err(_) => return,
         };
-        self.state
-            .metrics()
-            .record_outcome(Api::Rls, tenant, outcome, started, waited, store_error);
+        self.state.metrics().record_outcome(
+            Api::Rls,
+            tenant,
+            outcome,
+            started,
+            waited,
+            store_error,
+        );
     }
 }
 
@@ -204,7 +207,10 @@ fn respond(d: &Decisions) -> RateLimitResponse {
         };
         let better = match &headline {
             None => true,
-            Some(h) => (candidate.over && !h.over) || (candidate.over == h.over && candidate.remaining < h.remaining),
+            Some(h) => {
+                (candidate.over && !h.over)
+                    || (candidate.over == h.over && candidate.remaining < h.remaining)
+            }
         };
         if better {
             headline = Some(candidate);
