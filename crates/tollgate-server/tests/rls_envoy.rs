@@ -295,3 +295,49 @@ generic_key = { max_requests = 1000, window_duration_seconds = 60 }
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "upstream");
 }
+
+/// A client that knows no proto file (Python grpcio with reflection, as grpcurl works) lists the
+/// service and calls it: `scripts/rls-reflection-check.py` against the binary.
+#[tokio::test]
+async fn reflection_alone_lets_a_python_client_list_and_call_the_service() {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/envoy-venv/bin/python");
+    let usable = python.exists()
+        && Command::new(&python)
+            .args(["-c", "import grpc_reflection"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !usable {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "target/envoy-venv lacks grpcio-reflection: .ci/run installs it"
+        );
+        eprintln!("SKIPPED: no target/envoy-venv with grpcio-reflection (run .ci/run)");
+        return;
+    }
+    let rls_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let tollgate = Binary::start(&["--rls-listen", &rls_addr.to_string()]).await;
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/rls-reflection-check.py");
+    let mut out = None;
+    // The RLS listener is bound before HTTP health answers, but give it a moment all the same.
+    for _ in 0..20 {
+        let o = Command::new(&python)
+            .arg(&script)
+            .args([&rls_addr.to_string(), "shop", "user", "alice"])
+            .output()
+            .unwrap();
+        if o.status.success() {
+            out = Some(o);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = out.expect("the reflection client never succeeded");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("envoy.service.ratelimit.v3.RateLimitService"),
+        "{text}"
+    );
+    assert!(text.contains(r#""overallCode": "OK""#), "{text}");
+    drop(tollgate);
+}
