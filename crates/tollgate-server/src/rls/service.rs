@@ -43,7 +43,9 @@ impl RateLimitService for RlsService {
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
         let req = request.into_inner();
-        let parsed = parse(&req)?;
+        let parsed = parse(&req).inspect_err(|s| {
+            tracing::debug!(api = "rls", code = ?s.code(), message = s.message(), "request refused");
+        })?;
         let items: Vec<DecideItem<'_>> = parsed
             .iter()
             .map(|p| DecideItem {
@@ -55,9 +57,29 @@ impl RateLimitService for RlsService {
         let started = Instant::now();
         let result = self.engine.decide(&items).await;
         self.record(&req.domain, &result, started);
+        let latency_ms = started.elapsed().as_micros() as f64 / 1000.0;
         match result {
-            Ok(d) => Ok(Response::new(respond(&d))),
-            Err(e) => Err(status_of(&req.domain, e)),
+            Ok(d) => {
+                tracing::debug!(
+                    api = "rls",
+                    domain = loggable(&req.domain),
+                    descriptors = items.len(),
+                    allowed = d.allowed,
+                    fail_open = d.fail_open,
+                    latency_ms,
+                    "decision"
+                );
+                Ok(Response::new(respond(&d)))
+            }
+            Err(e) => {
+                let status = status_of(&req.domain, e);
+                if status.code() == tonic::Code::Unavailable {
+                    tracing::warn!(api = "rls", domain = loggable(&req.domain), code = ?status.code(), message = status.message(), latency_ms, "decision failed");
+                } else {
+                    tracing::debug!(api = "rls", domain = loggable(&req.domain), code = ?status.code(), message = status.message(), latency_ms, "decision failed");
+                }
+                Err(status)
+            }
         }
     }
 }
@@ -239,6 +261,16 @@ fn respond(d: &Decisions) -> RateLimitResponse {
         statuses,
         response_headers_to_add: headers,
         ..Default::default()
+    }
+}
+
+/// The domain for a log line: a valid tenant id as is; anything else (control characters could
+/// forge log lines, a huge one would flood them) replaced.
+fn loggable(domain: &str) -> &str {
+    if tollgate_core::limit::validate_id("tenant_id", domain).is_ok() {
+        domain
+    } else {
+        "<invalid>"
     }
 }
 
