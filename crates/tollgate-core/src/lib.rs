@@ -12,6 +12,7 @@
 //! - [`credentials`] — tenant API keys: issuing, stored form, verification.
 //! - [`load`] — the TenantLoadManager: bounded concurrency with fair per-tenant queues.
 //! - [`limiter`] — the orchestrator tying them together.
+//! - [`engine`] — the narrow API the front ends call (several keys decided at once, status).
 //! - [`stats`] — live statistics for the dashboard: outcomes, latency, tenant shares, heavy hitters.
 // One `unsafe` block in the crate, a prefetch hint (`store/memory/prefetch.rs`), allowed where it is.
 #![deny(unsafe_code)]
@@ -20,6 +21,7 @@ pub mod algorithms;
 pub mod clock;
 pub mod config;
 pub mod credentials;
+pub mod engine;
 pub mod limit;
 pub mod limiter;
 pub mod load;

@@ -129,6 +129,11 @@ impl Limiter {
         }
     }
 
+    /// Whether every limit is in shadow mode (`--shadow`).
+    pub fn shadow(&self) -> bool {
+        self.shadow
+    }
+
     /// Puts every limit in shadow mode (`--shadow`): decide and count, never deny.
     pub fn with_shadow(mut self, shadow: bool) -> Self {
         self.shadow = shadow;
@@ -163,10 +168,15 @@ impl Limiter {
         &self.load
     }
 
+    /// What decisions answer when the store cannot be reached.
+    pub fn store_error_policy(&self) -> StoreErrorPolicy {
+        self.policy
+    }
+
     /// Resolves the limit for `key`, the tenant's weight and its bounds on state, and checks the
     /// ids, the unknown-tenant policy and a request-supplied window against the tenant's cap; no
     /// I/O, one tenant lookup.
-    fn resolve(
+    pub(crate) fn resolve(
         &self,
         key: RateKey<'_>,
         requested: Option<Limit>,
@@ -218,7 +228,7 @@ impl Limiter {
     }
 
     /// The cost must fit every limit that can deny: `max_requests`, or a GCRA limit's burst.
-    fn validate_cost(&self, cost: u64, policy: &Policy) -> Result<(), InvalidArgument> {
+    pub(crate) fn validate_cost(&self, cost: u64, policy: &Policy) -> Result<(), InvalidArgument> {
         let cap = policy
             .limits
             .iter()

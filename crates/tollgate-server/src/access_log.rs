@@ -79,13 +79,13 @@ pub async fn log_requests(mut req: Request, next: Next) -> Response {
     let code = resp.extensions().get::<ErrorCode>().map_or("", |c| c.0);
     let status_code = status.as_u16();
     if status == StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::error!(%method, path, status = status_code, error = code, latency_ms, request_id, "request failed");
+        tracing::error!(api = "http", %method, path, status = status_code, error = code, latency_ms, request_id, "request failed");
     } else if status.is_server_error() {
-        tracing::warn!(%method, path, status = status_code, error = code, latency_ms, request_id, "request failed");
+        tracing::warn!(api = "http", %method, path, status = status_code, error = code, latency_ms, request_id, "request failed");
     } else if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
-        tracing::debug!(%method, path, status = status_code, error = code, latency_ms, request_id, "request failed");
+        tracing::debug!(api = "http", %method, path, status = status_code, error = code, latency_ms, request_id, "request failed");
     } else {
-        tracing::debug!(%method, path, status = status_code, latency_ms, request_id, "request");
+        tracing::debug!(api = "http", %method, path, status = status_code, latency_ms, request_id, "request");
     }
     resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
     resp

@@ -67,6 +67,14 @@ pub struct RunArgs {
     /// Address to listen on.
     #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:5000")]
     pub listen: SocketAddr,
+    /// Address of the Envoy Rate Limit Service (gRPC, RLS v3) listener, or `off`.
+    #[arg(
+        long,
+        env = "TOLLGATE_RLS_LISTEN",
+        default_value = "127.0.0.1:8081",
+        value_parser = parse_rls_listen
+    )]
+    pub rls_listen: RlsListen,
     /// Where limits are counted.
     #[arg(long, env = "TOLLGATE_STORE", value_enum, default_value = "memory")]
     pub store: StoreKind,
@@ -167,6 +175,21 @@ impl RunArgs {
         }
         Ok(())
     }
+}
+
+/// Where the RLS listener binds; `None` when disabled with `off`. A newtype so clap treats it as
+/// one value with a default rather than an optional flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RlsListen(pub Option<SocketAddr>);
+
+fn parse_rls_listen(s: &str) -> Result<RlsListen, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(RlsListen(None));
+    }
+    s.trim()
+        .parse()
+        .map(|a| RlsListen(Some(a)))
+        .map_err(|_| format!("expected an address such as 127.0.0.1:8081, or off; got '{s}'"))
 }
 
 impl StoreKind {

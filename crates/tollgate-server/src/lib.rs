@@ -12,6 +12,7 @@
 //! - [`listen`] — the accept loop: connection cap, header deadline, graceful shutdown.
 //! - [`config_file`] — `--config FILE` as the source of truth: applying it, finding changes.
 //! - [`probe`] — `tollgate probe URL`: a dependency-free HTTP health check for containers.
+//! - [`rls`] — the Envoy Rate Limit Service (gRPC) front end, with health and reflection.
 //! - [`reload`] — the task re-applying the `--config` file on SIGHUP and on changes on disk.
 //! - [`startup_log`] — the start-up summary line.
 //! - [`config_sync`] — redis mode: applying configuration changed by other instances.
@@ -32,6 +33,7 @@ pub mod listen;
 pub mod metrics;
 pub mod probe;
 pub mod reload;
+pub mod rls;
 pub mod server;
 pub mod shutdown;
 pub mod startup_log;

@@ -98,11 +98,31 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             args.shutdown_grace
         )
     })?;
-    let service = server::build(&args).await?;
+    let mut service = server::build(&args).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr().unwrap_or(args.listen);
+    if let Some(rls_addr) = args.rls_listen.0 {
+        // RLS calls carry no credentials, so they would bypass tenant keys from anywhere else.
+        if args.decision_auth == tollgate_server::cli::DecisionAuth::TenantKeys
+            && !rls_addr.ip().is_loopback()
+        {
+            anyhow::bail!(
+                "--rls-listen {rls_addr} is not a loopback address, but RLS calls carry no tenant key and --decision-auth tenant-keys is set; bind RLS to loopback (e.g. an Envoy sidecar) or pass --rls-listen off"
+            );
+        }
+        let rls = tokio::net::TcpListener::bind(rls_addr)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {rls_addr} for Envoy RLS (--rls-listen; `off` disables it)"
+                )
+            })?;
+        let rls_addr = rls.local_addr().unwrap_or(rls_addr);
+        tracing::info!(addr = %rls_addr, api = "rls", "Envoy RLS (gRPC) listening");
+        service.rls = Some(rls);
+    }
     tollgate_server::startup_log::log(&args, addr);
     server::run(listener, service, server::shutdown_signal(), grace).await
 }

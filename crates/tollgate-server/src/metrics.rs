@@ -47,7 +47,7 @@ pub const CATALOG: &[(&str, &str, &str)] = &[
     (
         "tollgate_decisions_total",
         "counter",
-        "Decisions by tenant and outcome (allowed, denied, shed, fail_open, error, shadow_denied).",
+        "Decisions by front end (api: http, rls), tenant and outcome (allowed, denied, shed, fail_open, error, shadow_denied).",
     ),
     (
         "tollgate_limit_decisions_total",
@@ -57,7 +57,7 @@ pub const CATALOG: &[(&str, &str, &str)] = &[
     (
         "tollgate_decision_duration_seconds",
         "histogram",
-        "Time from a parsed check_and_consume request to its decision, queueing included.",
+        "Time from a parsed decision request (HTTP check_and_consume or RLS ShouldRateLimit) to its decision, queueing included, by api.",
     ),
     (
         "tollgate_queue_wait_seconds",
@@ -161,15 +161,19 @@ fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
     )
 }
 
+/// Which front end a decision came through: the `api` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    Http = 0,
+    Rls = 1,
+}
+
+const APIS: [&str; 2] = ["http", "rls"];
+
 /// Per-tenant handles, registered when a tenant first gets a label.
 struct TenantHandles {
-    allowed: Counter,
-    denied: Counter,
-    shed: Counter,
-    fail_open: Counter,
-    error: Counter,
-    /// Allowed, but a shadow limit would have denied.
-    shadow_denied: Counter,
+    /// Indexed by [`Api`], then like [`OUTCOMES`].
+    decisions: [[Counter; 6]; 2],
     queued: Gauge,
     tracked_keys: Gauge,
     /// Indexed like [`BUDGET_BOUNDS`].
@@ -195,17 +199,27 @@ fn budget_bound(e: &StoreError) -> Option<usize> {
     BUDGET_BOUNDS.iter().position(|b| *b == name)
 }
 
+/// The `outcome` label values of `tollgate_decisions_total`, indexed by [`DecisionOutcome`].
+const OUTCOMES: [&str; 6] = [
+    "allowed",
+    "denied",
+    "shed",
+    "fail_open",
+    "error",
+    "shadow_denied",
+];
+
 /// How a decision request ended, for `tollgate_decisions_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecisionOutcome {
-    Allowed,
-    Denied,
-    Shed,
-    FailOpen,
+    Allowed = 0,
+    Denied = 1,
+    Shed = 2,
+    FailOpen = 3,
     /// The store could not decide and policy is deny, or the key budget is exhausted.
-    Error,
+    Error = 4,
     /// Allowed only because the limit that would have denied is a shadow limit.
-    ShadowDenied,
+    ShadowDenied = 5,
 }
 
 impl DecisionOutcome {
@@ -243,7 +257,8 @@ pub struct Metrics {
     /// `tollgate_limit_decisions_total` per named limit: allowed, denied, shadow_denied.
     limits: RwLock<HashMap<Box<str>, [Counter; 3]>>,
     other_limit: [Counter; 3],
-    decision_duration: Histogram,
+    /// Indexed by [`Api`].
+    decision_duration: [Histogram; 2],
     queue_wait: Histogram,
     store_check_duration: Histogram,
     store_status_duration: Histogram,
@@ -310,7 +325,8 @@ impl Metrics {
             tenants: RwLock::new(HashMap::new()),
             other_limit: limit_counters(&recorder, ("limit_overflow", "true")),
             limits: RwLock::new(HashMap::new()),
-            decision_duration: h("tollgate_decision_duration_seconds", &[]),
+            decision_duration: APIS
+                .map(|api| h("tollgate_decision_duration_seconds", &[("api", api)])),
             queue_wait: h("tollgate_queue_wait_seconds", &[]),
             store_check_duration: h(store_duration, &[("op", "check_and_consume")]),
             store_status_duration: h(store_duration, &[("op", "status")]),
@@ -367,42 +383,61 @@ impl Metrics {
         let Some(outcome) = DecisionOutcome::of(result) else {
             return;
         };
-        self.decision_duration.record(started.elapsed());
-        if let Ok(d) = result {
-            self.queue_wait.record(d.waited);
-        }
-        if let Err(LimitError::Store(e)) = result {
-            if let Some(i) = budget_bound(e) {
-                self.with_tenant(tenant, |t| t.budget_rejections[i].increment(1));
-            }
-        }
-        self.with_tenant(tenant, |t| {
-            match outcome {
-                DecisionOutcome::Allowed => &t.allowed,
-                DecisionOutcome::Denied => &t.denied,
-                DecisionOutcome::Shed => &t.shed,
-                DecisionOutcome::FailOpen => &t.fail_open,
-                DecisionOutcome::Error => &t.error,
-                DecisionOutcome::ShadowDenied => &t.shadow_denied,
-            }
-            .increment(1)
-        });
-        if let Ok(d) = result {
-            // The limit the answer reports (or the shadow limit that would have denied), by name.
+        let store_error = match result {
+            Err(LimitError::Store(e)) => Some(e),
+            _ => None,
+        };
+        let waited = result.as_ref().ok().map(|d| d.waited);
+        // The limit the answer reports (or the shadow limit that would have denied), by name.
+        let limit_name = result.as_ref().ok().and_then(|d| {
             let named = d
                 .verdict
                 .as_ref()
                 .and_then(|iv| iv.shadow_denied)
                 .unwrap_or(d.reported);
-            if let Some(name) = d.policy.limits.get(named).and_then(|l| l.name.as_deref()) {
-                let i = match outcome {
-                    DecisionOutcome::Allowed => 0,
-                    DecisionOutcome::Denied => 1,
-                    DecisionOutcome::ShadowDenied => 2,
-                    _ => return,
-                };
-                self.with_limit(name, |c| c[i].increment(1));
-            }
+            d.policy.limits.get(named).and_then(|l| l.name.as_deref())
+        });
+        self.record_outcome(
+            Api::Http,
+            tenant,
+            outcome,
+            started,
+            waited,
+            store_error,
+            limit_name,
+        );
+    }
+
+    /// Records one decision of either front end: its outcome, duration and queue wait, and the
+    /// bound behind a refused new key.
+    pub fn record_outcome(
+        &self,
+        api: Api,
+        tenant: &str,
+        outcome: DecisionOutcome,
+        started: Instant,
+        waited: Option<Duration>,
+        store_error: Option<&StoreError>,
+        limit_name: Option<&str>,
+    ) {
+        self.decision_duration[api as usize].record(started.elapsed());
+        if let Some(w) = waited {
+            self.queue_wait.record(w);
+        }
+        if let Some(i) = store_error.and_then(budget_bound) {
+            self.with_tenant(tenant, |t| t.budget_rejections[i].increment(1));
+        }
+        self.with_tenant(tenant, |t| {
+            t.decisions[api as usize][outcome as usize].increment(1)
+        });
+        if let Some(name) = limit_name {
+            let i = match outcome {
+                DecisionOutcome::Allowed => 0,
+                DecisionOutcome::Denied => 1,
+                DecisionOutcome::ShadowDenied => 2,
+                _ => return,
+            };
+            self.with_limit(name, |c| c[i].increment(1));
         }
     }
 
@@ -534,14 +569,15 @@ fn limit_counters(recorder: &PrometheusRecorder, label: (&'static str, &str)) ->
 
 fn tenant_handles(recorder: &PrometheusRecorder, label: (&'static str, &str)) -> TenantHandles {
     let name = "tollgate_decisions_total";
-    let c = |outcome| recorder.register_counter(&key(name, &[label, ("outcome", outcome)]), &META);
     TenantHandles {
-        allowed: c("allowed"),
-        denied: c("denied"),
-        shed: c("shed"),
-        fail_open: c("fail_open"),
-        error: c("error"),
-        shadow_denied: c("shadow_denied"),
+        decisions: APIS.map(|api| {
+            OUTCOMES.map(|outcome| {
+                recorder.register_counter(
+                    &key(name, &[label, ("api", api), ("outcome", outcome)]),
+                    &META,
+                )
+            })
+        }),
         queued: recorder.register_gauge(&key("tollgate_load_queued_per_tenant", &[label]), &META),
         tracked_keys: recorder
             .register_gauge(&key("tollgate_tracked_keys_per_tenant", &[label]), &META),

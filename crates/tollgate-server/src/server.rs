@@ -31,6 +31,8 @@ pub struct Service {
     /// After the shutdown signal: how long to keep serving with readiness 503 `draining` before
     /// the listener closes.
     pub drain_delay: Duration,
+    /// The Envoy RLS (gRPC) listener, when enabled; served alongside HTTP by [`run`].
+    pub rls: Option<TcpListener>,
     /// Background work that stops when dropped (the memory store's sweep).
     _background: Vec<Box<dyn std::any::Any + Send>>,
 }
@@ -42,6 +44,7 @@ impl Service {
             state,
             http: HttpLimits::default(),
             drain_delay: Duration::ZERO,
+            rls: None,
             _background: Vec::new(),
         }
     }
@@ -216,6 +219,7 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
         state,
         http,
         drain_delay,
+        rls: None,
         _background: background,
     })
 }
@@ -243,11 +247,18 @@ async fn open_config(
 /// runs out are answered `shutting_down`, and so are requests still running.
 pub async fn run(
     listener: TcpListener,
-    service: Service,
+    mut service: Service,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> anyhow::Result<()> {
     let state = service.state.clone();
+    // RLS health turns NOT_SERVING as the drain begins; its listener stops once HTTP has finished.
+    let (rls_stop, rls_stopped) = tokio::sync::oneshot::channel::<()>();
+    let rls = service.rls.take().map(|l| {
+        tokio::spawn(crate::rls::serve(l, state.clone(), async {
+            let _ = rls_stopped.await;
+        }))
+    });
     let app = router_with(state.clone(), &service.http);
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let drain_state = state.clone();
@@ -288,6 +299,14 @@ pub async fn run(
         }
     } else {
         server.await.context("server task failed")??;
+    }
+    if let Some(rls) = rls {
+        let _ = rls_stop.send(());
+        // Open health watches never end by themselves; do not wait on them past a moment.
+        match tokio::time::timeout(Duration::from_secs(1), rls).await {
+            Ok(r) => r.context("RLS server task failed")??,
+            Err(_) => tracing::warn!("RLS connections still open after shutdown; closing"),
+        }
     }
     drop(service);
     tracing::info!("shutdown complete");

@@ -30,6 +30,8 @@ pub struct Shared {
     /// Turns true when the shutdown grace period is over; requests still running then are
     /// answered 503 `shutting_down` (see [`crate::shutdown`]).
     pub grace_over: tokio::sync::watch::Sender<bool>,
+    /// Turns true with `draining`, for listeners that must react (the RLS health service).
+    pub drain_signal: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -62,6 +64,7 @@ impl AppState {
                 decision_auth,
                 config_file: OnceLock::new(),
                 grace_over: tokio::sync::watch::Sender::new(false),
+                drain_signal: tokio::sync::watch::Sender::new(false),
             }),
         }
     }
@@ -87,6 +90,20 @@ impl AppState {
 
     pub fn begin_drain(&self) {
         self.inner.draining.store(true, Ordering::SeqCst);
+        self.inner.drain_signal.send_replace(true);
+    }
+
+    /// Resolves once shutdown has begun.
+    pub fn drain_begun(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.inner.drain_signal.subscribe();
+        async move {
+            let _ = rx.wait_for(|d| *d).await;
+        }
+    }
+
+    /// The engine API over this state's limiter, for front ends.
+    pub fn engine(&self) -> tollgate_core::engine::Engine {
+        tollgate_core::engine::Engine::new(self.inner.limiter.clone())
     }
 
     pub fn is_draining(&self) -> bool {

@@ -27,6 +27,7 @@ impl Server {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .env("TOLLGATE_RLS_LISTEN", "off")
             .args(["--listen", &addr.to_string(), "--data-dir"])
             .arg(data_dir)
             .args(extra)
@@ -249,6 +250,7 @@ fn corrupt_persisted_config_stops_startup_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.json"), "{\"version\": \"x\"").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .env("TOLLGATE_RLS_LISTEN", "off")
         .args([
             "--listen",
             &format!("127.0.0.1:{}", free_port()),
@@ -360,6 +362,7 @@ window_duration_seconds = 60
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .env("TOLLGATE_RLS_LISTEN", "off")
         .args([
             "--listen",
             &format!("127.0.0.1:{}", free_port()),

@@ -32,6 +32,7 @@ async fn descriptor_exhaustion_keeps_established_clients_served_logs_and_recover
         // Idle flood connections are dropped after this, which frees their descriptors.
         .args(["--header-read-timeout", "1"])
         .env("TOLLGATE_LOG", "info")
+        .env("TOLLGATE_RLS_LISTEN", "off")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
         .spawn()

@@ -38,7 +38,7 @@ fn get(m: &std::collections::BTreeMap<String, f64>, series: &str) -> f64 {
 }
 
 fn decisions(tenant: &str, outcome: &str) -> String {
-    format!("tollgate_decisions_total{{outcome=\"{outcome}\",tenant=\"{tenant}\"}}")
+    format!("tollgate_decisions_total{{api=\"http\",outcome=\"{outcome}\",tenant=\"{tenant}\"}}")
 }
 
 #[tokio::test]
@@ -153,7 +153,7 @@ async fn scripted_run_exact_counts() {
     assert_eq!(
         get(
             &m,
-            "tollgate_decisions_total{outcome=\"allowed\",tenant_overflow=\"true\"}"
+            "tollgate_decisions_total{api=\"http\",outcome=\"allowed\",tenant_overflow=\"true\"}"
         ),
         (extra - labelled) as f64
     );
@@ -171,7 +171,7 @@ async fn scripted_run_exact_counts() {
     let fail_open = 1;
     let decided = allowed + denied + shed + fail_open;
     assert_eq!(
-        get(&m, "tollgate_decision_duration_seconds_count"),
+        get(&m, "tollgate_decision_duration_seconds_count{api=\"http\"}"),
         decided as f64
     );
     // Every admitted decision records its queue wait; shed ones were never admitted.
@@ -238,7 +238,7 @@ async fn scripted_run_exact_counts() {
         1.0
     );
     // Histograms have buckets, not summaries.
-    assert!(m.contains_key("tollgate_decision_duration_seconds_bucket{le=\"+Inf\"}"));
+    assert!(m.contains_key("tollgate_decision_duration_seconds_bucket{api=\"http\",le=\"+Inf\"}"));
 }
 
 #[tokio::test]

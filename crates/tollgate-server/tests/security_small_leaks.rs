@@ -38,16 +38,18 @@ async fn tenant_named_other_keeps_its_own_series_apart_from_the_overflow() {
         .text();
     let m = parse_metrics(&text);
     assert_eq!(
-        m.get(r#"tollgate_decisions_total{outcome="allowed",tenant="other"}"#),
+        m.get(r#"tollgate_decisions_total{api="http",outcome="allowed",tenant="other"}"#),
         Some(&3.0),
         "the tenant `other` counts only its own decisions"
     );
     assert_eq!(
-        m.get(r#"tollgate_decisions_total{outcome="allowed",tenant_overflow="true"}"#),
+        m.get(r#"tollgate_decisions_total{api="http",outcome="allowed",tenant_overflow="true"}"#),
         Some(&3.0),
         "tenants past the label budget count in the overflow series"
     );
-    assert!(!m.contains_key(r#"tollgate_decisions_total{outcome="allowed",tenant="t99"}"#));
+    assert!(
+        !m.contains_key(r#"tollgate_decisions_total{api="http",outcome="allowed",tenant="t99"}"#)
+    );
     // The overflow series has no `tenant` label, so no tenant id can ever name it.
     assert!(text
         .lines()

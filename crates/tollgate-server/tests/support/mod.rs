@@ -239,6 +239,9 @@ pub fn tollgate_command() -> std::process::Command {
             cmd.env_remove(k);
         }
     }
+    // Tests run binaries side by side: the default RLS port would collide; RLS tests pass
+    // --rls-listen themselves.
+    cmd.env("TOLLGATE_RLS_LISTEN", "off");
     cmd
 }
 
