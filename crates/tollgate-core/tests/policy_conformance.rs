@@ -380,7 +380,7 @@ fn date(y: u64, m: u64, d: u64) -> u64 {
             365
         };
     }
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let leap = (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
     let lens = [
         31,
         if leap { 29 } else { 28 },
