@@ -88,7 +88,7 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
             let store = RedisStore::connect(
                 &redis,
                 RedisStoreOptions {
-                    key_prefix: format!("{}{{}}:w:", args.redis_prefix),
+                    key_prefix: format!("{}:", args.redis_prefix),
                     probe_interval: Duration::from_millis(args.redis_probe_interval_ms.max(1)),
                     ..RedisStoreOptions::default()
                 },
