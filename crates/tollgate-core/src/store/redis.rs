@@ -444,7 +444,8 @@ impl RedisStore {
         let mut answers: Vec<Option<ItemReply>> = (0..specs.len()).map(|_| None).collect();
         let mut allowed = true;
         let mut now = 0;
-        let mut consumed: Vec<ItemSpec<'_>> = Vec::new();
+        // What earlier groups consumed: (item index, its consumed limits' indexes, their spec).
+        let mut consumed: Vec<(usize, Vec<usize>, ItemSpec<'_>)> = Vec::new();
         for slot in order {
             let idx: Vec<usize> = (0..specs.len()).filter(|&i| slots[i] == slot).collect();
             let group: Vec<ItemSpec<'_>> = idx.iter().map(|&i| specs[i].clone()).collect();
@@ -457,7 +458,7 @@ impl RedisStore {
                 Ok(r) => r,
                 Err(e) => {
                     if op == Op::Consume {
-                        self.give_back(&consumed, at).await;
+                        self.give_back(&consumed, at, &mut answers).await;
                     }
                     return Err(e);
                 }
@@ -465,18 +466,22 @@ impl RedisStore {
             now = now.max(reply.now);
             if this_op == Op::Consume {
                 if reply.allowed {
-                    for (spec, r) in group.iter().zip(&reply.items) {
-                        consumed.push(consumed_part(spec, &r.verdict));
+                    for (&i, r) in idx.iter().zip(&reply.items) {
+                        let (lims, part) = consumed_part(&specs[i], &r.verdict);
+                        consumed.push((i, lims, part));
                     }
                 } else {
                     allowed = false;
-                    self.give_back(&consumed, at).await;
                 }
             } else if this_op == Op::Status && op == Op::Consume {
                 allowed = false;
             }
             for (i, r) in idx.into_iter().zip(reply.items) {
                 answers[i] = Some(r);
+            }
+            if op == Op::Consume && !allowed && !consumed.is_empty() {
+                self.give_back(&consumed, at, &mut answers).await;
+                consumed.clear();
             }
         }
         let items = answers
@@ -496,20 +501,45 @@ impl RedisStore {
         })
     }
 
-    /// Refunds what earlier slot groups of a denied call consumed (errors are logged: the cost then
-    /// stays counted, which can only over-deny).
-    async fn give_back(&self, consumed: &[ItemSpec<'_>], at: Option<Micros>) {
-        let mut groups: Vec<(u16, Vec<ItemSpec<'_>>)> = Vec::new();
-        for spec in consumed.iter().filter(|s| !s.limits.is_empty()) {
+    /// Refunds what earlier slot groups of a denied call consumed, and reports the state after it
+    /// in their answers (errors are logged: the cost then stays counted, which can only over-deny).
+    async fn give_back(
+        &self,
+        consumed: &[(usize, Vec<usize>, ItemSpec<'_>)],
+        at: Option<Micros>,
+        answers: &mut [Option<ItemReply>],
+    ) {
+        let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+        for (n, (_, _, spec)) in consumed.iter().enumerate() {
+            if spec.limits.is_empty() {
+                continue;
+            }
             let slot = slot_of(&hash_tag(spec.key));
             match groups.iter_mut().find(|(s, _)| *s == slot) {
-                Some((_, g)) => g.push(spec.clone()),
-                None => groups.push((slot, vec![spec.clone()])),
+                Some((_, g)) => g.push(n),
+                None => groups.push((slot, vec![n])),
             }
         }
         for (_, g) in groups {
-            if let Err(e) = self.call(Op::Refund, &g, at).await {
-                tracing::warn!(error = %e, "could not give back a cross-slot call's consumption; it stays counted until its window frees it");
+            let specs: Vec<ItemSpec<'_>> = g.iter().map(|&n| consumed[n].2.clone()).collect();
+            match self.call(Op::Refund, &specs, at).await {
+                Ok(reply) => {
+                    for (&n, r) in g.iter().zip(&reply.items) {
+                        let (item, lims, _) = &consumed[n];
+                        let Some(Some(answer)) = answers.get_mut(*item) else {
+                            continue;
+                        };
+                        for (&li, after) in lims.iter().zip(&r.verdict.limits) {
+                            if let Some(lv) = answer.verdict.limits.get_mut(li) {
+                                lv.remaining = after.remaining;
+                                lv.reset_at = after.reset_at;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not give back a cross-slot call's consumption; it stays counted until its window frees it")
+                }
             }
         }
     }
@@ -603,18 +633,17 @@ impl RedisStore {
 #[doc(hidden)]
 pub const SCRIPT: &str = include_str!("redis_policy.lua");
 
-/// The limits of `spec` that consumed in an allowed call: the non-shadow ones and the shadow ones
-/// that allowed.
-fn consumed_part<'a>(spec: &ItemSpec<'a>, v: &ItemVerdict) -> ItemSpec<'a> {
-    let mut part = spec.clone();
-    part.limits = spec
-        .limits
-        .iter()
-        .zip(&v.limits)
-        .filter(|(l, lv)| l.kind.is_ascii_lowercase() || lv.allowed)
-        .map(|(l, _)| l.clone())
+/// The limits of `spec` that consumed in an allowed call (the non-shadow ones and the shadow ones
+/// that allowed): their indexes, and the spec of just them.
+fn consumed_part<'a>(spec: &ItemSpec<'a>, v: &ItemVerdict) -> (Vec<usize>, ItemSpec<'a>) {
+    let idx: Vec<usize> = (0..spec.limits.len())
+        .filter(|&i| {
+            spec.limits[i].kind.is_ascii_lowercase() || v.limits.get(i).is_some_and(|l| l.allowed)
+        })
         .collect();
-    part
+    let mut part = spec.clone();
+    part.limits = idx.iter().map(|&i| spec.limits[i].clone()).collect();
+    (idx, part)
 }
 
 /// Reads the script's flat reply (layout in `redis_policy.lua`).
