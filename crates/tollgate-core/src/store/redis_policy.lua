@@ -108,10 +108,21 @@ local function checksum(a, b, c, d, e, f, g, h, i, j)
   return fmod(x * 65599 + j, P)
 end
 
+-- The newest live record is written lazily (when a newer entry starts, or before a rewrite
+-- copies the records): the header's copy of it is the truth, so a merge into it writes the header
+-- alone.
 local function rec(s, i)
+  if i == s.count - 1 and s.last_at then return s.last_at, s.last_c end
   local key = s.key
   local a, c = sunpack(RFMT, redis.call('GETRANGE', key, H + i * R, H + i * R + R - 1))
   return a + s.base_t, c + s.base_c
+end
+
+local function flush_newest(s)
+  if s.last_at and s.count > s.head then
+    redis.call('SETRANGE', s.key, H + (s.count - 1) * R,
+      spack(RFMT, s.last_at - s.base_t, s.last_c - s.base_c))
+  end
 end
 
 -- Reads the header and evicts, first under the window of the previous call (what its TTL would
@@ -199,6 +210,7 @@ local function slog_rewrite(s, newcap, rebase_t, rebase_c)
   local live = s.count - s.head
   local body = ''
   if live > 0 then
+    flush_newest(s)
     body = redis.call('GETRANGE', s.key, H + s.head * R, H + s.count * R - 1)
     if rebase_t then
       local parts = {}
@@ -251,8 +263,6 @@ local function slog_push(s, cost)
     slog_rewrite(s, max(s.cap, s.count - s.head + 4), s.head_at, s.evicted)
   end
   if merge then
-    redis.call('SETRANGE', s.key, H + (s.count - 1) * R,
-      spack(RFMT, at - s.base_t, newc - s.base_c))
     if s.head == s.count - 1 then s.head_at = at end
   else
     if s.head == s.count then
@@ -269,7 +279,7 @@ local function slog_push(s, cost)
         slog_rewrite(s, live + max(4, floor(live / 4)))
       end
     end
-    redis.call('SETRANGE', s.key, H + s.count * R, spack(RFMT, at - s.base_t, newc - s.base_c))
+    flush_newest(s)
     s.count = s.count + 1
   end
   s.last_at, s.last_c = at, newc
@@ -387,6 +397,8 @@ local function load(s, cost)
       end
       if st == start then
         cur, prev = c, p
+        -- The stored bucket is this one: its expiry (start + 2W) stands, write in place.
+        s.same = true
       elseif st == start - w then
         cur, prev = 0, c
       end
@@ -401,7 +413,10 @@ local function load(s, cost)
       if #v ~= 17 or v:byte(1) ~= 70 then corrupt(s.key, 'not a fixed window state') end
       local st, c = sunpack('<dd', v, 2)
       if not (c >= 0 and c == floor(c)) then corrupt(s.key, 'count out of range') end
-      if st == start then count = c end
+      if st == start then
+        count = c
+        s.same = true
+      end
     end
     s.start, s.stop, s.count = start, stop, count
     s.ok = count + cost <= s.max
@@ -451,8 +466,12 @@ local function write(s, add, cost)
       s.prev = s.prev - min(s.prev, cost - take)
     end
     if s.cur > 0 or s.prev > 0 then
-      redis.call('SET', s.key, spack('<c1ddd', 'C', s.start, s.cur, s.prev), 'PXAT',
-        expire_ms(s.start + 2 * s.window))
+      local v = spack('<c1ddd', 'C', s.start, s.cur, s.prev)
+      if s.same then
+        redis.call('SETRANGE', s.key, 0, v)
+      else
+        redis.call('SET', s.key, v, 'PXAT', expire_ms(s.start + 2 * s.window))
+      end
     elseif s.exists then
       redis.call('DEL', s.key)
     end
@@ -463,7 +482,12 @@ local function write(s, add, cost)
       s.count = s.count - min(s.count, cost)
     end
     if s.count > 0 then
-      redis.call('SET', s.key, spack('<c1dd', 'F', s.start, s.count), 'PXAT', expire_ms(s.stop))
+      local v = spack('<c1dd', 'F', s.start, s.count)
+      if s.same then
+        redis.call('SETRANGE', s.key, 0, v)
+      else
+        redis.call('SET', s.key, v, 'PXAT', expire_ms(s.stop))
+      end
     elseif s.exists then
       redis.call('DEL', s.key)
     end
