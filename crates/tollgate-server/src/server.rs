@@ -110,7 +110,7 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
             redis.command_timeout = Duration::from_millis(args.redis_timeout_ms.max(1));
             redis.force_cluster = args.redis_cluster;
             let store_options = RedisStoreOptions {
-                key_prefix: format!("{}{{}}:w:", args.redis_prefix),
+                key_prefix: format!("{}:", args.redis_prefix),
                 probe_interval: Duration::from_millis(args.redis_probe_interval_ms.max(1)),
                 ..RedisStoreOptions::default()
             };

@@ -1,35 +1,49 @@
-//! The Redis store: every decision is one EVALSHA of `redis_window.lua`, which runs the same
-//! sliding-window-log algorithm as [`WindowLog`](crate::window::WindowLog) atomically inside Redis,
-//! on Redis's clock. Any number of tollgate instances sharing one Redis (or Redis Cluster) therefore
-//! make the decisions one instance would, whatever their own clocks say.
+//! The Redis store: every store call is one EVALSHA of `redis_policy.lua`, which runs every
+//! algorithm of every limit of every item atomically inside Redis, on Redis's clock, with the same
+//! formulas as the memory store (README "Policies"). Any number of tollgate instances sharing one
+//! Redis (or Redis Cluster) therefore make the decisions one instance would, whatever their own
+//! clocks say.
+//!
+//! Keys: every state key of one (tenant, client, action) is `<prefix>{<tag>}<limit>:<key>`, where
+//! the hash tag is FNV-1a-64 of the key's injective encoding (16 hex digits) and `<limit>` names
+//! the limit's state identity (algorithm and window). The tag puts one key's limits in one Redis
+//! Cluster slot, so one script sees them all; the full encoding after it keeps names injective even
+//! if two tags collide. On a cluster, the items of one call whose keys live in different slots are
+//! decided slot group by slot group; a later group's denial gives back what earlier groups consumed.
 //!
 //! Faults: each call is bounded by the command timeout, and a circuit breaker turns a Redis
 //! outage into fast `Unavailable` errors (the limiter then applies `--on-store-error`) with one
-//! probe per interval, instead of a timeout per request. A key whose stored value is not a valid
-//! log is a different matter: Redis answered, the script reset the key, and the call is a
+//! probe per interval, instead of a timeout per request. A key whose stored value is not valid
+//! state is a different matter: Redis answered, the script reset the key, and the call is a
 //! per-key `Corrupt` error that never counts against the breaker.
 
+use std::hash::Hasher;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::Script;
+use smallvec::SmallVec;
 
 use super::breaker::{Admit, CircuitBreaker};
-use super::creation::CreationLimiter;
+use super::creation::{CreationLimiter, Reservation};
 use super::{KeyBound, KeyBounds, KeyRefusal, Store, StoreError};
 use crate::clock::{Clock, Micros, SystemClock};
 use crate::limit::{Limit, RateKey};
+use crate::policy::{
+    Algorithm, Calendar, ItemVerdict, LimitVerdict, Op, PolicyItem, PolicyLimit, PolicyVerdict,
+};
 use crate::redis_conn::{RedisConnection, RedisOptions};
 use crate::window::Verdict;
 
-/// Prefix of every log key. The empty hash tag `{}` makes Redis Cluster hash the whole key, so a
-/// `{` in a tenant id cannot pile many tenants' keys onto one slot.
-pub const DEFAULT_KEY_PREFIX: &str = "tollgate{}:w:";
+/// Prefix of every state key (the server passes `--redis-prefix` followed by `:`).
+pub const DEFAULT_KEY_PREFIX: &str = "tollgate:";
 
 /// Tuning for the Redis store beyond how to connect.
 #[derive(Debug, Clone)]
 pub struct RedisStoreOptions {
+    /// Prefix of every key. Braces are replaced by parentheses: the store's own hash tag must be
+    /// the first one in the name.
     pub key_prefix: String,
     /// Consecutive failures that open the circuit.
     pub failure_threshold: u32,
@@ -63,14 +77,122 @@ struct Inner {
     creation: CreationLimiter,
 }
 
-/// The error code the script raises for a key that is not a valid log (see `redis_window.lua`).
+/// The error code the script raises for a key that is not valid state (see `redis_policy.lua`).
 const CORRUPT_CODE: &str = "TGCORRUPT";
 
-/// Which of the script's two operations to run.
-#[derive(Clone, Copy)]
-enum Op {
-    Consume(u64, KeyBounds),
-    Status,
+/// Values the script returns per call, per item and per limit (see `redis_policy.lua`).
+const CALL_FIELDS: usize = 3;
+const ITEM_FIELDS: usize = 3;
+const LIMIT_FIELDS: usize = 5;
+
+/// One limit as the script receives it.
+#[derive(Debug, Clone)]
+struct LimitSpec {
+    key: Vec<u8>,
+    kind: u8,
+    max: u64,
+    window: Micros,
+    burst: u64,
+}
+
+/// One item as the script receives it.
+#[derive(Debug, Clone)]
+struct ItemSpec<'a> {
+    key: RateKey<'a>,
+    cost: u64,
+    bounds: KeyBounds,
+    limits: SmallVec<[LimitSpec; 2]>,
+}
+
+/// What one script call answered for one item.
+struct ItemReply {
+    verdict: ItemVerdict,
+    /// Per limit: cost counted now (the sliding log's `used`).
+    used: SmallVec<[u64; 2]>,
+    /// This call made the item's first key.
+    created: bool,
+}
+
+struct CallReply {
+    allowed: bool,
+    now: Micros,
+    items: Vec<ItemReply>,
+    /// The item refused for want of a creation token.
+    refused: Option<usize>,
+}
+
+/// The hash tag of a key: FNV-1a-64 of its injective encoding, in 16 lowercase hex digits.
+pub fn hash_tag(key: RateKey<'_>) -> [u8; 16] {
+    let mut h = fnv::FnvHasher::default();
+    h.write(&key.encode());
+    let v = h.finish();
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        let nibble = (v >> (60 - 4 * i)) & 0xF;
+        *b = b"0123456789abcdef"[nibble as usize];
+    }
+    out
+}
+
+/// Index of the limit that keeps the key's base identity: the sliding log with the longest window
+/// (ties: the first).
+fn base_log(limits: &[PolicyLimit]) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    for (i, pl) in limits.iter().enumerate() {
+        if pl.algorithm == Algorithm::SlidingLog
+            && best.is_none_or(|b| pl.limit.window_micros > limits[b].limit.window_micros)
+        {
+            best = Some(i);
+        }
+    }
+    best
+}
+
+/// The name of a limit's state identity inside the key (algorithm and window or calendar).
+fn identity(pl: &PolicyLimit, base: bool, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let w = pl.limit.window_micros;
+    // Writing into a Vec cannot fail.
+    let _ = match pl.algorithm {
+        Algorithm::SlidingLog if base => write!(out, "l"),
+        Algorithm::SlidingLog => write!(out, "l{w}"),
+        Algorithm::Gcra { .. } => write!(out, "g{w}"),
+        Algorithm::SlidingWindowCounter => write!(out, "c{w}"),
+        Algorithm::FixedWindow { calendar: None } => write!(out, "f{w}"),
+        Algorithm::FixedWindow {
+            calendar: Some(Calendar::Day),
+        } => write!(out, "fd"),
+        Algorithm::FixedWindow {
+            calendar: Some(Calendar::Week),
+        } => write!(out, "fw"),
+        Algorithm::FixedWindow {
+            calendar: Some(Calendar::Month),
+        } => write!(out, "fm"),
+    };
+}
+
+fn kind_of(pl: &PolicyLimit, shadow: bool) -> (u8, u64) {
+    let (k, burst) = match pl.algorithm {
+        Algorithm::SlidingLog => (b'l', 0),
+        Algorithm::Gcra { burst } => (b'g', burst),
+        Algorithm::SlidingWindowCounter => (b'c', 0),
+        Algorithm::FixedWindow { calendar: None } => (b'f', 0),
+        Algorithm::FixedWindow {
+            calendar: Some(Calendar::Day),
+        } => (b'd', 0),
+        Algorithm::FixedWindow {
+            calendar: Some(Calendar::Week),
+        } => (b'w', 0),
+        Algorithm::FixedWindow {
+            calendar: Some(Calendar::Month),
+        } => (b'm', 0),
+    };
+    (if shadow { k.to_ascii_uppercase() } else { k }, burst)
+}
+
+/// The Redis Cluster slot of a key's hash tag.
+fn slot_of(tag: &[u8; 16]) -> u16 {
+    crc16::State::<crc16::XMODEM>::calculate(tag) % 16384
 }
 
 impl RedisStore {
@@ -99,11 +221,12 @@ impl RedisStore {
         timeout: Duration,
         opts: RedisStoreOptions,
     ) -> Self {
+        let prefix = opts.key_prefix.replace('{', "(").replace('}', ")");
         Self {
             inner: Arc::new(Inner {
                 conn,
-                script: Script::new(include_str!("redis_window.lua")),
-                prefix: opts.key_prefix.into_bytes(),
+                script: Script::new(SCRIPT),
+                prefix: prefix.into_bytes(),
                 timeout,
                 breaker: CircuitBreaker::new(opts.failure_threshold, opts.probe_interval),
                 creation: CreationLimiter::default(),
@@ -111,62 +234,127 @@ impl RedisStore {
         }
     }
 
-    /// The Redis key holding `key`'s log.
-    pub fn redis_key(&self, key: RateKey<'_>) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.inner.prefix.len() + 32);
-        k.extend_from_slice(&self.inner.prefix);
+    fn state_key(&self, key: RateKey<'_>, tag: &[u8; 16], pl: &PolicyLimit, base: bool) -> Vec<u8> {
+        let p = &self.inner.prefix;
+        let mut k = Vec::with_capacity(p.len() + 64);
+        k.extend_from_slice(p);
+        k.push(b'{');
+        k.extend_from_slice(tag);
+        k.push(b'}');
+        identity(pl, base, &mut k);
+        k.push(b':');
         key.encode_into(&mut k);
         k
     }
 
-    async fn run(
+    /// The Redis key holding `key`'s sliding log (the seed's one limit; in a policy, the sliding
+    /// log with the longest window).
+    pub fn redis_key(&self, key: RateKey<'_>) -> Vec<u8> {
+        let pl = PolicyLimit::sliding_log(Limit {
+            max_requests: 1,
+            window_micros: 1,
+        });
+        self.state_key(key, &hash_tag(key), &pl, true)
+    }
+
+    /// The Redis keys of every limit of `limits` on `key`, in order.
+    pub fn policy_keys(&self, key: RateKey<'_>, limits: &[PolicyLimit]) -> Vec<Vec<u8>> {
+        let tag = hash_tag(key);
+        let base = base_log(limits);
+        (0..limits.len())
+            .map(|i| self.state_key(key, &tag, &limits[i], base == Some(i)))
+            .collect()
+    }
+
+    fn spec<'a>(
         &self,
-        key: RateKey<'_>,
-        limit: Limit,
+        key: RateKey<'a>,
+        limits: &[PolicyLimit],
+        cost: u64,
+        bounds: KeyBounds,
+        shadow: impl Fn(usize) -> bool,
+    ) -> (ItemSpec<'a>, u16) {
+        let tag = hash_tag(key);
+        let base = base_log(limits);
+        let limits = limits
+            .iter()
+            .enumerate()
+            .map(|(i, pl)| {
+                let (kind, burst) = kind_of(pl, shadow(i));
+                LimitSpec {
+                    key: self.state_key(key, &tag, pl, base == Some(i)),
+                    kind,
+                    max: pl.limit.max_requests,
+                    window: pl.limit.window_micros,
+                    burst,
+                }
+            })
+            .collect();
+        (
+            ItemSpec {
+                key,
+                cost,
+                bounds,
+                limits,
+            },
+            slot_of(&tag),
+        )
+    }
+
+    /// One EVALSHA over `items` (whose keys must share a slot on a cluster).
+    async fn call(
+        &self,
         op: Op,
+        items: &[ItemSpec<'_>],
         at: Option<Micros>,
-    ) -> Result<Verdict, StoreError> {
+    ) -> Result<CallReply, StoreError> {
         let inner = &*self.inner;
         if inner.breaker.admit() == Admit::FailFast {
             return Err(StoreError::Unavailable(
                 "Redis is unreachable (circuit open; retrying in the background)".into(),
             ));
         }
-        let mut inv = inner.script.key(self.redis_key(key));
-        let (mode, cost) = match op {
-            Op::Consume(c, _) => ("c", c),
-            Op::Status => ("s", 1),
-        };
+        let creates = matches!(op, Op::Consume | Op::Report);
         // A creation token is reserved before the call (the script may create the key) and given
         // back if the key existed; with none, the script refuses to create one. No extra round trip.
-        let reservation = match op {
-            Op::Consume(_, bounds) => {
-                let now = at.unwrap_or_else(|| SystemClock.now_micros());
-                Some(inner.creation.reserve(key.tenant, bounds, now))
-            }
-            Op::Status => None,
-        };
-        let may_create = if matches!(reservation, Some(Err(_))) {
-            "0"
+        let reservations: SmallVec<[Option<Result<Reservation, KeyBound>>; 1]> = if creates {
+            let now = at.unwrap_or_else(|| SystemClock.now_micros());
+            items
+                .iter()
+                .map(|it| Some(inner.creation.reserve(it.key.tenant, it.bounds, now)))
+                .collect()
         } else {
-            "1"
+            items.iter().map(|_| None).collect()
         };
-        inv.arg(mode)
-            .arg(limit.max_requests)
-            .arg(limit.window_micros)
-            .arg(cost)
-            .arg(may_create);
-        if let Some(t) = at {
-            inv.arg(t);
+        let mut inv = inner.script.prepare_invoke();
+        let code: &str = match op {
+            Op::Consume => "c",
+            Op::Status => "s",
+            Op::Report => "r",
+            Op::Refund => "f",
+        };
+        inv.arg(code);
+        match at {
+            Some(t) => inv.arg(t),
+            None => inv.arg(""),
+        };
+        inv.arg(items.len());
+        for (it, r) in items.iter().zip(&reservations) {
+            let may_create = if matches!(r, Some(Err(_))) { "0" } else { "1" };
+            inv.arg(it.cost).arg(may_create).arg(it.limits.len());
+            for l in &it.limits {
+                inv.key(&l.key[..]);
+                inv.arg(&[l.kind][..]).arg(l.max).arg(l.window).arg(l.burst);
+            }
         }
         let mut conn = inner.conn.clone();
-        let reply: Result<(i64, i64, i64, i64, i64, i64), String> =
+        let reply: Result<Vec<i64>, String> =
             match tokio::time::timeout(inner.timeout, inv.invoke_async(&mut conn)).await {
                 Ok(Ok(r)) => Ok(r),
                 Ok(Err(e)) if e.code() == Some(CORRUPT_CODE) => {
                     // Redis answered: the breaker counts this as a success.
                     inner.breaker.on_success();
-                    return Err(self.corrupt(key, &e));
+                    return Err(corrupt(items, &e));
                 }
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err(format!(
@@ -174,46 +362,217 @@ impl RedisStore {
                     inner.timeout.as_millis()
                 )),
             };
-        match reply {
-            Ok((allowed, used, reset_at, retry_at, now, created)) => {
-                inner.breaker.on_success();
-                if let (Op::Consume(_, bounds), Some(r)) = (op, reservation) {
-                    match r {
-                        Ok(r) if created == 0 => inner.creation.give_back(key.tenant, bounds, r),
-                        Err(bound) if created < 0 => return Err(refused(key.tenant, bound)),
-                        // A lost reply after a creation (error path below) keeps its token:
-                        // the bound stays a bound.
-                        _ => {}
-                    }
-                }
-                Ok(Verdict {
-                    allowed: allowed == 1,
-                    used: used.max(0) as u64,
-                    reset_at: reset_at.max(0) as u64,
-                    retry_at: (retry_at >= 0).then_some(retry_at as u64),
-                    now: now.max(0) as u64,
-                })
-            }
+        let reply = match reply {
+            Ok(r) => r,
             Err(msg) => {
                 inner.breaker.on_failure();
                 tracing::debug!(error = %msg, "Redis store call failed");
-                Err(StoreError::Unavailable(msg))
+                return Err(StoreError::Unavailable(msg));
+            }
+        };
+        inner.breaker.on_success();
+        let parsed = parse(&reply, items)
+            .ok_or_else(|| StoreError::Unavailable("Redis answered the script oddly".into()))?;
+        for ((it, r), ir) in items.iter().zip(&reservations).zip(&parsed.items) {
+            if let Some(Ok(r)) = r {
+                // A lost reply after a creation keeps its token: the bound stays a bound.
+                if !ir.created {
+                    inner.creation.give_back(it.key.tenant, it.bounds, *r);
+                }
+            }
+        }
+        if let Some(i) = parsed.refused {
+            if let (Some(it), Some(Some(Err(bound)))) = (items.get(i), reservations.get(i)) {
+                return Err(refused_err(it.key.tenant, *bound));
+            }
+            return Err(StoreError::Unavailable(
+                "Redis refused a key the store held a creation token for".into(),
+            ));
+        }
+        Ok(parsed)
+    }
+
+    /// `apply`, at a given time instead of Redis's clock (tests and benchmarks; `None` = Redis
+    /// TIME). Expiries are absolute from this time, so send times at or after the real clock.
+    #[doc(hidden)]
+    pub async fn apply_at(
+        &self,
+        op: Op,
+        items: &[PolicyItem<'_>],
+        at: Option<Micros>,
+    ) -> Result<PolicyVerdict, StoreError> {
+        let mut specs = Vec::with_capacity(items.len());
+        let mut slots: SmallVec<[u16; 1]> = SmallVec::new();
+        for it in items {
+            let (spec, slot) = self.spec(it.key, &it.policy.limits, it.cost, it.bounds, |i| {
+                it.is_shadow(i)
+            });
+            specs.push(spec);
+            slots.push(slot);
+        }
+        let one_slot = slots.iter().all(|&s| s == slots[0]);
+        let reply = if !self.inner.conn.is_cluster() || one_slot {
+            self.call(op, &specs, at).await?
+        } else {
+            self.by_slot(op, &specs, &slots, at).await?
+        };
+        Ok(PolicyVerdict {
+            allowed: reply.allowed,
+            now: reply.now,
+            items: reply.items.into_iter().map(|r| r.verdict).collect(),
+        })
+    }
+
+    /// A call whose items live in several cluster slots: one script per slot, in order of first
+    /// appearance. A consume that a later group denies gives back what earlier groups consumed
+    /// (best effort: until the give-back lands, those keys count the cost, which can only deny
+    /// others, never admit; if the give-back fails, the cost stays counted until the window frees
+    /// it). The groups after a denial are read with a status call.
+    async fn by_slot(
+        &self,
+        op: Op,
+        specs: &[ItemSpec<'_>],
+        slots: &[u16],
+        at: Option<Micros>,
+    ) -> Result<CallReply, StoreError> {
+        let mut order: Vec<u16> = Vec::new();
+        for &s in slots {
+            if !order.contains(&s) {
+                order.push(s);
+            }
+        }
+        let mut answers: Vec<Option<ItemReply>> = (0..specs.len()).map(|_| None).collect();
+        let mut allowed = true;
+        let mut now = 0;
+        // What earlier groups consumed: (item index, its consumed limits' indexes, their spec).
+        let mut consumed: Vec<(usize, Vec<usize>, ItemSpec<'_>)> = Vec::new();
+        for slot in order {
+            let idx: Vec<usize> = (0..specs.len()).filter(|&i| slots[i] == slot).collect();
+            let group: Vec<ItemSpec<'_>> = idx.iter().map(|&i| specs[i].clone()).collect();
+            let this_op = if op == Op::Consume && !allowed {
+                Op::Status
+            } else {
+                op
+            };
+            let reply = match self.call(this_op, &group, at).await {
+                Ok(r) => r,
+                Err(e) => {
+                    if op == Op::Consume {
+                        self.give_back(&consumed, at, &mut answers).await;
+                    }
+                    return Err(e);
+                }
+            };
+            now = now.max(reply.now);
+            if this_op == Op::Consume {
+                if reply.allowed {
+                    for (&i, r) in idx.iter().zip(&reply.items) {
+                        let (lims, part) = consumed_part(&specs[i], &r.verdict);
+                        consumed.push((i, lims, part));
+                    }
+                } else {
+                    allowed = false;
+                }
+            } else if this_op == Op::Status && op == Op::Consume {
+                allowed = false;
+            }
+            for (i, r) in idx.into_iter().zip(reply.items) {
+                answers[i] = Some(r);
+            }
+            if op == Op::Consume && !allowed && !consumed.is_empty() {
+                self.give_back(&consumed, at, &mut answers).await;
+                consumed.clear();
+            }
+        }
+        let items = answers
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                StoreError::Unavailable("a slot group of the call was not answered".into())
+            })?;
+        if op == Op::Status {
+            allowed = items.iter().all(|r| r.verdict.allowed);
+        }
+        Ok(CallReply {
+            allowed,
+            now,
+            items,
+            refused: None,
+        })
+    }
+
+    /// Refunds what earlier slot groups of a denied call consumed, and reports the state after it
+    /// in their answers (errors are logged: the cost then stays counted, which can only over-deny).
+    async fn give_back(
+        &self,
+        consumed: &[(usize, Vec<usize>, ItemSpec<'_>)],
+        at: Option<Micros>,
+        answers: &mut [Option<ItemReply>],
+    ) {
+        let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+        for (n, (_, _, spec)) in consumed.iter().enumerate() {
+            if spec.limits.is_empty() {
+                continue;
+            }
+            let slot = slot_of(&hash_tag(spec.key));
+            match groups.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, g)) => g.push(n),
+                None => groups.push((slot, vec![n])),
+            }
+        }
+        for (_, g) in groups {
+            let specs: Vec<ItemSpec<'_>> = g.iter().map(|&n| consumed[n].2.clone()).collect();
+            match self.call(Op::Refund, &specs, at).await {
+                Ok(reply) => {
+                    for (&n, r) in g.iter().zip(&reply.items) {
+                        let (item, lims, _) = &consumed[n];
+                        let Some(Some(answer)) = answers.get_mut(*item) else {
+                            continue;
+                        };
+                        for (&li, after) in lims.iter().zip(&r.verdict.limits) {
+                            if let Some(lv) = answer.verdict.limits.get_mut(li) {
+                                lv.remaining = after.remaining;
+                                lv.reset_at = after.reset_at;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not give back a cross-slot call's consumption; it stays counted until its window frees it")
+                }
             }
         }
     }
 
-    /// The per-key error for a key the script found corrupt (and has already reset).
-    fn corrupt(&self, key: RateKey<'_>, e: &redis::RedisError) -> StoreError {
-        let name = String::from_utf8_lossy(&self.redis_key(key)).into_owned();
-        // The detail ends with where in the script the error was raised; keep only the reason.
-        let detail = e.detail().unwrap_or("");
-        let reason = detail
-            .split(" script: ")
-            .next()
-            .unwrap_or(detail)
-            .to_string();
-        tracing::warn!(key = %name.escape_debug(), %reason, "corrupt rate-limit state in Redis; the key was reset");
-        StoreError::Corrupt { key: name, reason }
+    /// The seed's one-limit calls, through the same script.
+    async fn single(
+        &self,
+        op: Op,
+        key: RateKey<'_>,
+        limit: Limit,
+        cost: u64,
+        bounds: KeyBounds,
+        at: Option<Micros>,
+    ) -> Result<Verdict, StoreError> {
+        let limits = [PolicyLimit::sliding_log(limit)];
+        let (spec, _) = self.spec(key, &limits, cost, bounds, |_| false);
+        let reply = self.call(op, std::slice::from_ref(&spec), at).await?;
+        let item = reply
+            .items
+            .first()
+            .ok_or_else(|| StoreError::Unavailable("Redis answered the script oddly".into()))?;
+        let (Some(lv), Some(&used)) = (item.verdict.limits.first(), item.used.first()) else {
+            return Err(StoreError::Unavailable(
+                "Redis answered the script oddly".into(),
+            ));
+        };
+        Ok(Verdict {
+            allowed: item.verdict.allowed,
+            used,
+            reset_at: lv.reset_at,
+            retry_at: lv.retry_at,
+            now: reply.now,
+        })
     }
 
     /// The decision at a given time instead of Redis's clock. Only for differential tests against
@@ -227,10 +586,12 @@ impl RedisStore {
         cost: u64,
         now: Micros,
     ) -> Result<Verdict, StoreError> {
-        self.run(
+        self.single(
+            Op::Consume,
             key,
             limit,
-            Op::Consume(cost, KeyBounds::UNBOUNDED),
+            cost,
+            KeyBounds::UNBOUNDED,
             Some(now),
         )
         .await
@@ -246,7 +607,7 @@ impl RedisStore {
         bounds: KeyBounds,
         now: Micros,
     ) -> Result<Verdict, StoreError> {
-        self.run(key, limit, Op::Consume(cost, bounds), Some(now))
+        self.single(Op::Consume, key, limit, cost, bounds, Some(now))
             .await
     }
 
@@ -258,7 +619,8 @@ impl RedisStore {
         limit: Limit,
         now: Micros,
     ) -> Result<Verdict, StoreError> {
-        self.run(key, limit, Op::Status, Some(now)).await
+        self.single(Op::Status, key, limit, 1, KeyBounds::UNBOUNDED, Some(now))
+            .await
     }
 
     /// The connection, for sharing with the Redis configuration backend.
@@ -267,7 +629,90 @@ impl RedisStore {
     }
 }
 
-fn refused(tenant: &str, bound: KeyBound) -> StoreError {
+/// The script, for benchmarks that call it directly.
+#[doc(hidden)]
+pub const SCRIPT: &str = include_str!("redis_policy.lua");
+
+/// The limits of `spec` that consumed in an allowed call (the non-shadow ones and the shadow ones
+/// that allowed): their indexes, and the spec of just them.
+fn consumed_part<'a>(spec: &ItemSpec<'a>, v: &ItemVerdict) -> (Vec<usize>, ItemSpec<'a>) {
+    let idx: Vec<usize> = (0..spec.limits.len())
+        .filter(|&i| {
+            spec.limits[i].kind.is_ascii_lowercase() || v.limits.get(i).is_some_and(|l| l.allowed)
+        })
+        .collect();
+    let mut part = spec.clone();
+    part.limits = idx.iter().map(|&i| spec.limits[i].clone()).collect();
+    (idx, part)
+}
+
+/// Reads the script's flat reply (layout in `redis_policy.lua`).
+fn parse(r: &[i64], items: &[ItemSpec<'_>]) -> Option<CallReply> {
+    let want = CALL_FIELDS
+        + items
+            .iter()
+            .map(|it| ITEM_FIELDS + LIMIT_FIELDS * it.limits.len())
+            .sum::<usize>();
+    if r.len() != want {
+        return None;
+    }
+    let time = |v: i64| v.max(0) as u64;
+    let refused = (r[2] > 0).then(|| (r[2] - 1) as usize);
+    let mut at = CALL_FIELDS;
+    let mut out = Vec::with_capacity(items.len());
+    for it in items {
+        let (allowed, shadow, created) = (r[at], r[at + 1], r[at + 2]);
+        at += ITEM_FIELDS;
+        let mut limits = SmallVec::new();
+        let mut used = SmallVec::new();
+        for _ in &it.limits {
+            let f = &r[at..at + LIMIT_FIELDS];
+            limits.push(LimitVerdict {
+                allowed: f[0] == 1,
+                remaining: time(f[1]),
+                reset_at: time(f[2]),
+                retry_at: (f[3] >= 0).then_some(f[3] as u64),
+            });
+            used.push(time(f[4]));
+            at += LIMIT_FIELDS;
+        }
+        out.push(ItemReply {
+            verdict: ItemVerdict {
+                allowed: allowed == 1,
+                limits,
+                shadow_denied: (shadow >= 0).then_some(shadow as usize),
+            },
+            used,
+            created: created == 1,
+        });
+    }
+    Some(CallReply {
+        allowed: r[1] == 1,
+        now: time(r[0]),
+        items: out,
+        refused,
+    })
+}
+
+/// The per-key error for a key the script found corrupt (and has already reset).
+fn corrupt(items: &[ItemSpec<'_>], e: &redis::RedisError) -> StoreError {
+    // The detail is "<key index> <reason>", then where in the script the error was raised.
+    let detail = e.detail().unwrap_or("");
+    let detail = detail.split(" script: ").next().unwrap_or(detail);
+    let (index, reason) = detail.split_once(' ').unwrap_or(("0", detail));
+    let index: usize = index.parse().unwrap_or(0);
+    let name = items
+        .iter()
+        .flat_map(|it| it.limits.iter())
+        .nth(index.wrapping_sub(1))
+        .map(|l| String::from_utf8_lossy(&l.key).into_owned())
+        .unwrap_or_default();
+    let reason = reason.to_string();
+    tracing::warn!(key = %name.escape_debug(), %reason, "corrupt rate-limit state in Redis; the key was reset");
+    StoreError::Corrupt { key: name, reason }
+}
+
+fn refused_err(tenant: &str, bound: KeyBound) -> StoreError {
     StoreError::TenantKeyBudget(KeyRefusal {
         tenant: tenant.to_string(),
         bound,
@@ -282,7 +727,7 @@ impl Store for RedisStore {
         limit: Limit,
         cost: u64,
     ) -> Result<Verdict, StoreError> {
-        self.run(key, limit, Op::Consume(cost, KeyBounds::UNBOUNDED), None)
+        self.single(Op::Consume, key, limit, cost, KeyBounds::UNBOUNDED, None)
             .await
     }
 
@@ -293,11 +738,17 @@ impl Store for RedisStore {
         cost: u64,
         bounds: KeyBounds,
     ) -> Result<Verdict, StoreError> {
-        self.run(key, limit, Op::Consume(cost, bounds), None).await
+        self.single(Op::Consume, key, limit, cost, bounds, None)
+            .await
     }
 
     async fn status(&self, key: RateKey<'_>, limit: Limit) -> Result<Verdict, StoreError> {
-        self.run(key, limit, Op::Status, None).await
+        self.single(Op::Status, key, limit, 1, KeyBounds::UNBOUNDED, None)
+            .await
+    }
+
+    async fn apply(&self, op: Op, items: &[PolicyItem<'_>]) -> Result<PolicyVerdict, StoreError> {
+        self.apply_at(op, items, None).await
     }
 
     fn is_healthy(&self) -> bool {
