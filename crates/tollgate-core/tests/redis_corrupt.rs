@@ -15,7 +15,7 @@ use tollgate_core::redis_conn::RedisOptions;
 use tollgate_core::store::{RedisStore, RedisStoreOptions, Store, StoreError};
 use tollgate_core::{DecisionRequest, Limit, LimitError, Limiter, RateKey, StoreErrorPolicy};
 
-/// Header layout (see `redis_window.lua`): magic and version, then big-endian u64 fields.
+/// Header layout (see `redis_policy.lua`): magic and version, then big-endian u64 fields.
 const OFF_HEAD: usize = 8;
 const OFF_COUNT: usize = 16;
 const OFF_EVICTED: usize = 48;

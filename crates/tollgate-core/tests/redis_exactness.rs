@@ -151,7 +151,7 @@ fn merge_path_rebases_before_the_cumulative_offset_wraps_full_sequence() {
     });
 }
 
-/// The layout of `redis_window.lua`'s header: 'TGWL', version 1, ten u64 fields, a checksum.
+/// The layout of `redis_policy.lua`'s header: 'TGWL', version 1, ten u64 fields, a checksum.
 fn packed_log(fields: [u64; 10], records: &[(u64, u64)], cap: usize) -> Vec<u8> {
     // The script's arithmetic, in doubles: one multiply, one add, one fmod per field.
     const P: f64 = 4_294_967_291.0;
