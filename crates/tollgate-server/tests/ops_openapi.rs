@@ -21,6 +21,8 @@ const EXPECTED: &[(&str, &str)] = &[
     ("get", "/livez"),
     ("get", "/readyz"),
     ("get", "/api/config"),
+    ("get", "/api/config/export"),
+    ("post", "/api/config/batch"),
     ("put", "/api/config/global"),
     ("get", "/api/config/tenant/{tenant}"),
     ("delete", "/api/config/tenant/{tenant}"),
@@ -82,6 +84,9 @@ fn sample(method: &str, path: &str) -> (String, Option<&'static str>) {
             r#"{"max_global_concurrent_requests":10,"max_tenant_queue_size":5,"queue_timeout_ms":500}"#,
         ),
         ("put", "/api/config/tenant/{tenant}/weight") => Some(r#"{"weight":2}"#),
+        ("post", "/api/config/batch") => Some(
+            r#"{"changes":[{"op":"set_action","tenant_id":"acme","action_type":"batch","max_requests":5,"window_duration_seconds":60},{"op":"set_weight","tenant_id":"acme","weight":2}]}"#,
+        ),
         ("put", "/api/config/tenant/{tenant}/settings") => Some(
             r#"{"weight":2,"max_keys":100,"new_keys_per_second":null,"max_request_window_seconds":3600}"#,
         ),
