@@ -374,13 +374,13 @@ const DAY: u64 = 86_400_000_000;
 fn date(y: u64, m: u64, d: u64) -> u64 {
     let mut days = 0;
     for yy in 1970..y {
-        days += if (yy % 4 == 0 && yy % 100 != 0) || yy % 400 == 0 {
+        days += if (yy.is_multiple_of(4) && !yy.is_multiple_of(100)) || yy.is_multiple_of(400) {
             366
         } else {
             365
         };
     }
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let leap = (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
     let lens = [
         31,
         if leap { 29 } else { 28 },
