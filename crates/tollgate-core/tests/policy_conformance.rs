@@ -374,7 +374,7 @@ const DAY: u64 = 86_400_000_000;
 fn date(y: u64, m: u64, d: u64) -> u64 {
     let mut days = 0;
     for yy in 1970..y {
-        days += if (yy % 4 == 0 && yy % 100 != 0) || yy % 400 == 0 {
+        days += if (yy.is_multiple_of(4) && !yy.is_multiple_of(100)) || yy.is_multiple_of(400) {
             366
         } else {
             365
