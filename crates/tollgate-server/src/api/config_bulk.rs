@@ -294,12 +294,14 @@ impl BatchChange {
         (status = 400, description = "invalid_json or invalid_argument (the message names the change, e.g. `changes[3]`); nothing was applied", body = crate::error::ErrorBody),
         (status = 401, description = "unauthorized: missing or wrong `Authorization: Bearer <admin token>`", body = crate::error::ErrorBody, headers(("WWW-Authenticate" = String))),
         (status = 404, description = "not_found: a change deletes something that does not exist; nothing was applied", body = crate::error::ErrorBody),
+        (status = 409, description = "config_managed_by_file: --config FILE is the source of truth; edit the file instead", body = crate::error::ErrorBody),
         (status = 413, description = "payload_too_large: body over 64 KiB", body = crate::error::ErrorBody),
         (status = 500, description = "internal: the stored configuration is unreadable", body = crate::error::ErrorBody),
         (status = 503, description = "store_unavailable: the configuration store (data dir or Redis) could not be written and nothing changed; or request_timeout", body = crate::error::ErrorBody, headers(("Retry-After" = u64))),
     )
 )]
 pub async fn post_batch(
+    _: super::config::ConfigWrite,
     State(state): State<AppState>,
     Json(body): Json<BatchBody>,
 ) -> Result<Response, ApiError> {
