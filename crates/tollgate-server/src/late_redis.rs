@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tollgate_core::config::{
-    Commit, ConfigBackend, ConfigDocument, ConfigError, RedisConfigBackend,
+    Commit, ConfigBackend, ConfigDocument, ConfigError, RedisConfigBackend, Snapshot,
 };
 use tollgate_core::limit::{Limit, RateKey};
 use tollgate_core::policy::{Op, PolicyItem, PolicyVerdict};
@@ -112,6 +112,17 @@ impl ConfigBackend for LateConfigBackend {
     // Forwarded so a change stores only the records it touched, as with a direct backend.
     async fn commit(&self, commit: &Commit<'_>, expected_version: u64) -> Result<(), ConfigError> {
         self.get()?.commit(commit, expected_version).await
+    }
+    async fn commit_records(
+        &self,
+        commit: &Commit<'_>,
+        expected_version: u64,
+    ) -> Result<u64, ConfigError> {
+        self.get()?.commit_records(commit, expected_version).await
+    }
+    // Forwarded so catching up reads only what changed.
+    async fn load_onto(&self, base: &Snapshot) -> Result<Option<Snapshot>, ConfigError> {
+        self.get()?.load_onto(base).await
     }
 }
 

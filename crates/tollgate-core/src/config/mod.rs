@@ -23,7 +23,7 @@ pub use document::{
 };
 pub use embedded::{stored_tenant_count, EmbeddedBackend, DATABASE_FILE, IMPORTED_SUFFIX};
 pub use file::{parse_toml, to_toml, FileBackend};
-pub use redis::RedisConfigBackend;
+pub use redis::{LoadStats, RedisConfigBackend};
 pub use snapshot::{Snapshot, TenantLimits};
 
 use crate::credentials::ApiKeyRecord;
@@ -59,6 +59,29 @@ pub trait ConfigBackend: Send + Sync + 'static {
     async fn commit(&self, commit: &Commit<'_>, expected_version: u64) -> Result<(), ConfigError> {
         self.save(&commit.next.to_document(), expected_version)
             .await
+    }
+    /// [`ConfigBackend::commit`] for backends that check each touched record rather than the
+    /// whole version: a change to other records stored meanwhile does not stop this one. Returns
+    /// the version it was stored under; one other than `commit.next.version` means other changes
+    /// were stored first, and the caller must read them (see [`ConfigBackend::load_onto`]).
+    async fn commit_records(
+        &self,
+        commit: &Commit<'_>,
+        expected_version: u64,
+    ) -> Result<u64, ConfigError> {
+        self.commit(commit, expected_version)
+            .await
+            .map(|()| commit.next.version)
+    }
+    /// The stored configuration, built on `base` (the one in force) where the backend can tell
+    /// what changed since, so catching up costs the size of the change; `None` when nothing is
+    /// stored. The default loads everything.
+    async fn load_onto(&self, base: &Snapshot) -> Result<Option<Snapshot>, ConfigError> {
+        let _ = base;
+        self.load()
+            .await?
+            .map(|doc| stored_snapshot(&doc))
+            .transpose()
     }
 }
 
@@ -365,11 +388,17 @@ impl Inner {
                 global: touched.global,
                 tenants: &tenants,
             };
-            match self.backend.commit(&commit, cur.version).await {
-                Ok(()) => {
+            match self.backend.commit_records(&commit, cur.version).await {
+                Ok(v) if v == commit.next.version => {
                     let next = Arc::new(next);
                     self.publish(next.clone());
                     return Ok(next);
+                }
+                // Stored on top of other instances' changes to other records: read them (ours
+                // comes with them) rather than publish a configuration that lacks them.
+                Ok(_) => {
+                    self.reconcile_locked().await?;
+                    return Ok(self.current.load_full());
                 }
                 Err(ConfigError::Conflict { .. }) => {
                     self.reconcile_locked().await?;
@@ -399,7 +428,7 @@ impl Inner {
         // Each round either settles or lost a race to another writer, which moved on.
         for _ in 0..5 {
             let cur = self.current.load_full();
-            let Some(doc) = self.backend.load().await? else {
+            let Some(stored) = self.backend.load_onto(&cur).await? else {
                 // The store lost the configuration (Redis restarted without persistence, or
                 // flushed): put ours back so changes can be made and other instances keep it.
                 match self.backend.save(&cur.to_document(), 0).await {
@@ -414,7 +443,7 @@ impl Inner {
                     Err(e) => return Err(e),
                 }
             };
-            let stored = stored_snapshot(&doc)?;
+            let stored_version = stored.version;
             if stored.version == cur.version {
                 return Ok(false);
             }
@@ -427,11 +456,11 @@ impl Inner {
             // changes acknowledged since. Take it, under a version none of us has used.
             let mut next = stored;
             next.version = next_version(cur.version)?;
-            match self.backend.save(&next.to_document(), doc.version).await {
+            match self.backend.save(&next.to_document(), stored_version).await {
                 Ok(()) => {
                     tracing::warn!(
                         ours = cur.version,
-                        stored = doc.version,
+                        stored = stored_version,
                         now = next.version,
                         "the stored configuration went back to an older version (restored by another instance, or a failover); adopted it"
                     );
