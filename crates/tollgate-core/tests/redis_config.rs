@@ -251,21 +251,19 @@ async fn a_stored_version_of_u64_max_is_refused_not_wrapped() {
     let b = backend(server.url()).await;
     let cm = ConfigManager::open(b.clone(), None).await.unwrap();
     let max = u64::MAX.to_string();
-    let doc = format!(
-        r#"{{"version":{max},"global":{{"max_global_concurrent_requests":5,"max_tenant_queue_size":1}}}}"#
-    );
-    for (field_only, what) in [(true, "the version field"), (false, "field and document")] {
+    let global = r#"{"max_global_concurrent_requests":5,"max_tenant_queue_size":1}"#;
+    for (field_only, what) in [(true, "the version field"), (false, "version and global settings")] {
         server
-            .command(&["HSET", "tg{}:config", "version", &max])
+            .command(&["HSET", "tg{config}:meta", "version", &max])
             .unwrap();
         if !field_only {
             server
-                .command(&["HSET", "tg{}:config", "doc", &doc])
+                .command(&["HSET", "tg{config}:meta", "global", global])
                 .unwrap();
         }
         let e = b.stored_version().await.unwrap_err();
         assert!(
-            matches!(&e, ConfigError::Corrupt(m) if m.contains(&max) && m.contains("tg{}:config")),
+            matches!(&e, ConfigError::Corrupt(m) if m.contains(&max) && m.contains("tg{config}:meta")),
             "{what}: {e:?}"
         );
         assert!(
@@ -280,11 +278,13 @@ async fn a_stored_version_of_u64_max_is_refused_not_wrapped() {
             GlobalSettings::default(),
             "{what}: nothing adopted"
         );
-        let field = server.command(&["HGET", "tg{}:config", "version"]).unwrap();
+        let field = server
+            .command(&["HGET", "tg{config}:meta", "version"])
+            .unwrap();
         assert!(field.contains(&max), "{what}: nothing rewritten: {field:?}");
     }
     // Deleting the key is the repair: the next refresh stores the configuration in force again.
-    server.command(&["DEL", "tg{}:config"]).unwrap();
+    server.command(&["DEL", "tg{config}:meta"]).unwrap();
     cm.refresh().await.unwrap();
     assert_eq!(b.stored_version().await.unwrap(), 1);
     cm.apply(set_action("t", "x", 3)).await.unwrap();
