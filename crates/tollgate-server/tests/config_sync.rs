@@ -64,7 +64,7 @@ async fn instances_converge_after_redis_loses_the_configuration() {
         tollgate_server::config_sync::spawn(b.clone(), b_backend.clone(), vec![url.clone()]);
     let stored = || {
         let c = server
-            .command(&["HGET", "tg{}:config", "version"])
+            .command(&["HGET", "tg{config}:meta", "version"])
             .unwrap_or_default();
         c.lines().nth(1).map(str::to_string)
     };
