@@ -6,7 +6,8 @@
 //!   flight when the process died — never a torn or older one.
 //! - A data dir that is full or read-only: writes answer 503 `store_unavailable`, nothing is
 //!   half-written, the running configuration is unchanged, decisions continue, and writes work
-//!   again once the fault clears.
+//!   again once the fault clears. Started on a read-only data dir, the service stops with an
+//!   error naming the database file.
 //!
 //! 30 kills per mode by default; `TOLLGATE_LONG_FAULTS=1` runs 200.
 
@@ -335,9 +336,14 @@ struct Tmpfs {
 
 impl Tmpfs {
     fn mount(path: &Path, size_kib: u32) -> Option<Tmpfs> {
+        Self::mount_with(path, &format!("size={size_kib}k"))
+    }
+
+    /// Mounts with these options, over whatever is mounted at `path` now.
+    fn mount_with(path: &Path, options: &str) -> Option<Tmpfs> {
         std::fs::create_dir_all(path).ok()?;
         let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size_kib}k"), "tmpfs"])
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
             .arg(path)
             .stderr(std::process::Stdio::null())
             .status()
@@ -429,6 +435,11 @@ async fn full_or_read_only_data_dir_refuses_writes_with_503_and_keeps_deciding()
     let data = dir.path().join("data");
     // Room for the configuration database's initial file; the filler then takes the rest.
     let Some(fs) = Tmpfs::mount(&data, 16 * 1024) else {
+        // In CI the fault must really be tested, never skipped.
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "full_or_read_only_data_dir: cannot mount a tmpfs, and CI=true forbids skipping"
+        );
         eprintln!(
             "SKIPPED full_or_read_only_data_dir: cannot mount a tmpfs here (needs root or \
              CAP_SYS_ADMIN)"
@@ -461,20 +472,57 @@ async fn full_or_read_only_data_dir_refuses_writes_with_503_and_keeps_deciding()
         "write after space freed"
     );
 
-    // Read-only. The service holds its configuration database open for writing, so a remount
-    // by hand is refused as busy (a kernel that remounts on I/O errors does not ask; redb then
-    // fails the commit like the full disk above).
-    if fs.remount(true) {
-        assert_write_refused(&p, &data, "data dir read-only").await;
-        assert!(fs.remount(false), "mount -o remount,rw failed");
-        assert_eq!(
-            put_action(&p.base, "a2", 30).await.0,
-            200,
-            "write after rw again"
+    // Read-only, under the running service. The kernel refuses to remount the data dir's
+    // filesystem read-only while the service holds its database open for writing (EBUSY), so an
+    // empty read-only filesystem is mounted over the data dir instead: the database file is gone
+    // from the service's view and re-creating it fails with EROFS, as any write to a read-only
+    // data dir does.
+    {
+        let _ro = Tmpfs::mount_with(&data, "ro,size=64k").expect("mount a read-only tmpfs");
+        assert!(
+            std::fs::write(data.join("probe"), b"x").is_err(),
+            "the data dir is not read-only"
         );
-    } else {
-        eprintln!("SKIPPED the read-only part: the data dir's filesystem is busy (database open)");
+        assert_write_refused(&p, &data, "data dir read-only").await;
     }
+    assert_eq!(
+        put_action(&p.base, "a2", 30).await.0,
+        200,
+        "write after the read-only filesystem is gone"
+    );
+
+    // Started on a read-only data dir (nothing open now, so the remount is allowed): the service
+    // cannot open its database for writing and stops at once, naming the file and the cause.
+    let before_ro = loaded(&p.base).await;
+    p.kill();
+    assert!(fs.remount(true), "mount -o remount,ro with nothing open");
+    let log = dir.path().join("stderr-ro.log");
+    let mut child = tollgate_command()
+        .args(["--listen", "127.0.0.1:0"])
+        .args(["--data-dir", &data.display().to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("stderr file"))
+        .spawn()
+        .expect("spawn tollgate");
+    let mut status = None;
+    for _ in 0..400 {
+        status = child.try_wait().expect("wait");
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let _ = child.kill();
+    let status = status.expect("tollgate kept running on a read-only data dir");
+    let err = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("config.redb") && err.contains("Read-only file system"),
+        "the start-up error names the file and the cause: {err}"
+    );
+    assert!(fs.remount(false), "mount -o remount,rw failed");
+    p = Proc::launch(&data, dir.path(), &[]).await;
+    assert_eq!(loaded(&p.base).await, before_ro, "restart lost an acknowledged write");
 
     let last = loaded(&p.base).await;
     p.kill();
