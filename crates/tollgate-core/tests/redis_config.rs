@@ -252,7 +252,10 @@ async fn a_stored_version_of_u64_max_is_refused_not_wrapped() {
     let cm = ConfigManager::open(b.clone(), None).await.unwrap();
     let max = u64::MAX.to_string();
     let global = r#"{"max_global_concurrent_requests":5,"max_tenant_queue_size":1}"#;
-    for (field_only, what) in [(true, "the version field"), (false, "version and global settings")] {
+    for (field_only, what) in [
+        (true, "the version field"),
+        (false, "version and global settings"),
+    ] {
         server
             .command(&["HSET", "tg{config}:meta", "version", &max])
             .unwrap();

@@ -81,7 +81,9 @@ async fn seeded(url: &str, n: usize) -> (ConfigManager, Arc<RedisConfigBackend>)
     let b = backend(url.to_string()).await;
     let cm = ConfigManager::open(b.clone(), None).await.unwrap();
     if n > 0 {
-        let batch = (0..n).map(|i| set_action(&format!("t{i}"), "a", 10)).collect();
+        let batch = (0..n)
+            .map(|i| set_action(&format!("t{i}"), "a", 10))
+            .collect();
         cm.apply(Change::Batch(batch)).await.unwrap();
     }
     (cm, b)
@@ -284,8 +286,11 @@ async fn a_batch_is_stored_all_or_nothing_under_one_version() {
     // A bulk batch (staged in chunks) goes in whole, under one version.
     let many: Vec<(String, u64)> = (0..2500).map(|i| (format!("bulk{i:05}"), 7)).collect();
     let many: Vec<(&str, u64)> = many.iter().map(|(t, m)| (t.as_str(), *m)).collect();
-    assert_eq!(commit(&b_backend, &base, &many).await, Err(ConfigError::Conflict { stored: 3 }),
-        "a bulk batch is checked against the version");
+    assert_eq!(
+        commit(&b_backend, &base, &many).await,
+        Err(ConfigError::Conflict { stored: 3 }),
+        "a bulk batch is checked against the version"
+    );
     assert_eq!(int(&server, &["HLEN", "tg{config}:tenants"]), 3);
     let keys = server.command(&["KEYS", "tg{config}:staging*"]).unwrap();
     assert_eq!(keys.trim(), "*0", "refused staging removed: {keys:?}");
@@ -344,7 +349,10 @@ async fn a_document_stored_by_the_previous_version_is_imported_once() {
     assert_eq!(snap.global.max_global_concurrent_requests, 40);
     assert!(has(&snap, "acme", "api_call", 3));
     assert_eq!(
-        snap.resolve("acme", "c1", "api_call", None).unwrap().0.max_requests,
+        snap.resolve("acme", "c1", "api_call", None)
+            .unwrap()
+            .0
+            .max_requests,
         9
     );
     assert!(has(&snap, "beta", "upload", 100));
@@ -369,7 +377,14 @@ async fn a_corrupt_document_of_the_previous_version_stops_the_import() {
     }
     let server = RedisServer::start();
     server
-        .command(&["HSET", "tg{}:config", "version", "7", "doc", "{\"version\":7,"])
+        .command(&[
+            "HSET",
+            "tg{}:config",
+            "version",
+            "7",
+            "doc",
+            "{\"version\":7,",
+        ])
         .unwrap();
     let r = ConfigManager::open(backend(server.url()).await, None).await;
     assert!(

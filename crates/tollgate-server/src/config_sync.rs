@@ -1,8 +1,10 @@
 //! Redis mode: keeps this instance's configuration in step with the one stored in Redis.
 //!
-//! A change made through any instance is published on a channel; this task reloads when it hears
-//! one, and also compares the stored version every poll interval so a missed message (a dropped
-//! subscription, a Redis restart) delays a change by at most that interval. When Redis lost the
+//! A change made through any instance is published on a channel; this task catches up when it
+//! hears one, and also compares the stored version every poll interval so a missed message (a
+//! dropped subscription, a Redis restart) delays a change by at most that interval. Catching up
+//! reads only the records the change stream names since the version held (a gap reloads
+//! everything in chunks; see `tollgate_core::config::RedisConfigBackend`). When Redis lost the
 //! configuration, the same reconciliation stores this instance's again (see
 //! `ConfigManager::refresh`).
 

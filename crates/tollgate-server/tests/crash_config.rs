@@ -522,7 +522,11 @@ async fn full_or_read_only_data_dir_refuses_writes_with_503_and_keeps_deciding()
     );
     assert!(fs.remount(false), "mount -o remount,rw failed");
     p = Proc::launch(&data, dir.path(), &[]).await;
-    assert_eq!(loaded(&p.base).await, before_ro, "restart lost an acknowledged write");
+    assert_eq!(
+        loaded(&p.base).await,
+        before_ro,
+        "restart lost an acknowledged write"
+    );
 
     let last = loaded(&p.base).await;
     p.kill();

@@ -272,7 +272,7 @@ impl RedisConfigBackend {
             Some("none") => Ok(Delta::Nothing),
             Some("same") => Ok(Delta::Same),
             Some("gap") => Ok(Delta::Gap),
-            Some("delta") if reply.len() >= 4 && reply.len() % 2 == 0 => {
+            Some("delta") if reply.len() >= 4 && reply.len().is_multiple_of(2) => {
                 let version = self.parse_version(&self.keys.meta, &reply[1])?;
                 let global = match reply[3].as_str() {
                     "" => None,
@@ -376,13 +376,7 @@ impl RedisConfigBackend {
                         };
                     }
                     self.full_loads.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Some((
-                        doc,
-                        Cursor {
-                            version,
-                            stream_id,
-                        },
-                    )));
+                    return Ok(Some((doc, Cursor { version, stream_id })));
                 }
                 // Replaced, trimmed or deleted while it was read: start again.
                 Delta::Gap | Delta::Nothing => continue,
@@ -417,12 +411,10 @@ impl RedisConfigBackend {
         let (version, raw) = match (version, raw) {
             (None, None) => return Ok(false),
             (Some(v), Some(d)) => (self.parse_version(&self.keys.legacy, &v)?, d),
-            _ => {
-                return Err(ConfigError::Corrupt(format!(
-                    "Redis key {} holds only one of the fields version and doc (fix or delete the key)",
-                    self.keys.legacy
-                )))
-            }
+            _ => return Err(ConfigError::Corrupt(format!(
+                "Redis key {} holds only one of the fields version and doc (fix or delete the key)",
+                self.keys.legacy
+            ))),
         };
         let doc: ConfigDocument = serde_json::from_str(&raw).map_err(|e| {
             ConfigError::Corrupt(format!(
@@ -593,10 +585,7 @@ impl ConfigBackend for RedisConfigBackend {
                 } => {
                     let next = delta::apply(base, version, global, records)?;
                     self.deltas.fetch_add(1, Ordering::Relaxed);
-                    *self.cursor.lock() = Some(Cursor {
-                        version,
-                        stream_id,
-                    });
+                    *self.cursor.lock() = Some(Cursor { version, stream_id });
                     return Ok(Some(next));
                 }
                 Delta::Gap | Delta::Nothing => {}
@@ -615,9 +604,7 @@ impl ConfigBackend for RedisConfigBackend {
             .iter()
             .map(|(tid, t)| Ok((tid.as_str(), json(t)?)))
             .collect::<Result<Vec<_>, ConfigError>>()?;
-        let staging = self
-            .stage(&records)
-            .await?;
+        let staging = self.stage(&records).await?;
         let staging_key = staging
             .clone()
             .unwrap_or_else(|| format!("{}:none", self.keys.staging_prefix));
