@@ -411,10 +411,12 @@ impl RedisConfigBackend {
         let (version, raw) = match (version, raw) {
             (None, None) => return Ok(false),
             (Some(v), Some(d)) => (self.parse_version(&self.keys.legacy, &v)?, d),
-            _ => return Err(ConfigError::Corrupt(format!(
+            _ => {
+                return Err(ConfigError::Corrupt(format!(
                 "Redis key {} holds only one of the fields version and doc (fix or delete the key)",
                 self.keys.legacy
-            ))),
+            )))
+            }
         };
         let doc: ConfigDocument = serde_json::from_str(&raw).map_err(|e| {
             ConfigError::Corrupt(format!(
