@@ -17,9 +17,11 @@ use tollgate_core::redis_conn::{RedisConnection, RedisOptions};
 use tollgate_core::Limit;
 
 async fn backend(url: String) -> Arc<RedisConfigBackend> {
-    let conn = RedisConnection::connect(&RedisOptions::new(vec![url]))
-        .await
-        .unwrap();
+    let mut opts = RedisOptions::new(vec![url]);
+    // What is checked here is what gets stored, not latency: a loaded machine must not turn a
+    // slow answer into a failure.
+    opts.command_timeout = Duration::from_secs(5);
+    let conn = RedisConnection::connect(&opts).await.unwrap();
     Arc::new(RedisConfigBackend::new(conn, "tg", Duration::from_secs(5)))
 }
 
