@@ -13,15 +13,24 @@ use crate::credentials::ApiKeyRecord;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitSpec {
+    #[serde(deserialize_with = "crate::whole_number::exact")]
     pub max_requests: u64,
     /// Window length; may be omitted (0 here) with `calendar`.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero",
+        deserialize_with = "given_window"
+    )]
     pub window_duration_seconds: f64,
     /// `sliding_log` (default), `gcra`, `sliding_window_counter` or `fixed_window`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub algorithm: Option<AlgorithmName>,
     /// GCRA only: requests that may arrive at once (default `max_requests`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole_number::option"
+    )]
     pub burst: Option<u64>,
     /// fixed_window only: align to a UTC calendar period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,6 +41,19 @@ pub struct LimitSpec {
     /// Decide and count, but never deny.
     #[serde(default, skip_serializing_if = "is_false")]
     pub shadow: bool,
+}
+
+/// A window that is written out must be positive: 0 stands for "omitted" (a calendar window)
+/// only inside, so an explicit 0 is refused rather than read as "omitted".
+fn given_window<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let w = f64::deserialize(d)?;
+    if w > 0.0 {
+        Ok(w)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "window_duration_seconds must be greater than 0, got {w}"
+        )))
+    }
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -76,10 +98,12 @@ pub enum LimitEntry {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEntry {
+    #[serde(default, deserialize_with = "crate::whole_number::option")]
     max_requests: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "given_window")]
     window_duration_seconds: f64,
     algorithm: Option<AlgorithmName>,
+    #[serde(default, deserialize_with = "crate::whole_number::option")]
     burst: Option<u64>,
     calendar: Option<crate::policy::Calendar>,
     name: Option<String>,
