@@ -39,21 +39,30 @@ pub struct LimitSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Decide and count, but never deny.
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "flag"
+    )]
     pub shadow: bool,
 }
 
 /// A window that is written out must be positive: 0 stands for "omitted" (a calendar window)
-/// only inside, so an explicit 0 is refused rather than read as "omitted".
+/// only inside, so an explicit 0 is refused rather than read as "omitted". `null` is omitted, as
+/// for every optional field.
 fn given_window<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    let w = f64::deserialize(d)?;
-    if w > 0.0 {
-        Ok(w)
-    } else {
-        Err(serde::de::Error::custom(format!(
+    match Option::<f64>::deserialize(d)? {
+        None => Ok(0.0),
+        Some(w) if w > 0.0 => Ok(w),
+        Some(w) => Err(serde::de::Error::custom(format!(
             "window_duration_seconds must be greater than 0, got {w}"
-        )))
+        ))),
     }
+}
+
+/// `shadow`: `null` is omitted, i.e. false.
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Option::<bool>::deserialize(d).map(|b| b.unwrap_or(false))
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -107,7 +116,7 @@ struct RawEntry {
     burst: Option<u64>,
     calendar: Option<crate::policy::Calendar>,
     name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     shadow: bool,
     limits: Option<Vec<LimitSpec>>,
 }

@@ -178,7 +178,8 @@ pub struct LimitBody {
     window_duration_seconds: Option<f64>,
     #[schema(value_type = Option<super::schema::AlgorithmSchema>)]
     algorithm: Option<AlgorithmName>,
-    /// gcra only: 1 ..= 1,000,000,000.
+    /// gcra only: 1 ..= 1,000,000,000, and burst × window / max_requests at most 2^53 µs (about
+    /// 285 years).
     #[serde(default, deserialize_with = "whole_number::option")]
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     burst: Option<u64>,
