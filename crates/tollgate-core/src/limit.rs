@@ -195,7 +195,10 @@ mod tests {
         assert_eq!(window_micros(5e-324), Ok(1_000));
         assert_eq!(window_micros(1.0004), Ok(1_000_000));
         assert_eq!(window_micros(1.0016), Ok(1_002_000));
-        assert_eq!(window_micros(14_380_609.958_988_953), Ok(14_380_609_959_000));
+        assert_eq!(
+            window_micros(14_380_609.958_988_953),
+            Ok(14_380_609_959_000)
+        );
         assert_eq!(window_micros(0.007), Ok(7_000));
         assert!(window_micros(0.0).is_err());
         assert!(window_micros(-1.0).is_err());

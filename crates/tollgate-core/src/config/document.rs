@@ -39,11 +39,7 @@ pub struct LimitSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Decide and count, but never deny.
-    #[serde(
-        default,
-        skip_serializing_if = "is_false",
-        deserialize_with = "flag"
-    )]
+    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "flag")]
     pub shadow: bool,
 }
 

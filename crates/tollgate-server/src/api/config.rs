@@ -9,8 +9,8 @@ use tollgate_core::config::{
     policy_spec, AlgorithmName, Change, GlobalPatch, LimitEntry, LimitSpec, TenantSettingsPatch,
 };
 use tollgate_core::limit::validate_id;
-use tollgate_core::whole_number;
 use tollgate_core::policy::Policy;
+use tollgate_core::whole_number;
 use tollgate_core::Limit;
 
 use crate::error::ApiError;

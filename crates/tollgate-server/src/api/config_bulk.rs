@@ -35,7 +35,11 @@ pub struct PageQuery {
     limit: Option<u32>,
     /// Return tenants whose id sorts after this one (the previous page's `next_after`).
     #[serde(default)]
-    #[param(min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
+    #[param(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     after: Option<String>,
 }
 
@@ -146,9 +150,17 @@ pub async fn export(
 pub enum BatchChange {
     /// Set a tenant's limit for an action (every client).
     SetAction {
-        #[schema(min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         tenant_id: String,
-        #[schema(min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         action_type: String,
         #[serde(deserialize_with = "whole_number::exact")]
         #[schema(minimum = 1, maximum = 1_000_000_000)]
@@ -158,18 +170,38 @@ pub enum BatchChange {
     },
     /// Remove a tenant's limit for an action.
     DeleteAction {
-        #[schema(min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         tenant_id: String,
-        #[schema(min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         action_type: String,
     },
     /// Set one client's limit for an action.
     SetClient {
-        #[schema(min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         tenant_id: String,
-        #[schema(min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         client_id: String,
-        #[schema(min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         action_type: String,
         #[serde(deserialize_with = "whole_number::exact")]
         #[schema(minimum = 1, maximum = 1_000_000_000)]
@@ -179,16 +211,32 @@ pub enum BatchChange {
     },
     /// Remove one client's limit for an action.
     DeleteClient {
-        #[schema(min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         tenant_id: String,
-        #[schema(min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         client_id: String,
-        #[schema(min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         action_type: String,
     },
     /// Set a tenant's fair-share weight.
     SetWeight {
-        #[schema(min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         tenant_id: String,
         #[serde(deserialize_with = "whole_number::exact")]
         #[schema(minimum = 1, maximum = 1000)]

@@ -5,8 +5,8 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tollgate_core::clock::Micros;
-use tollgate_core::whole_number;
 use tollgate_core::policy::{Algorithm, PolicyLimit};
+use tollgate_core::whole_number;
 use tollgate_core::{Decision, DecisionRequest, Limit, LimitSource, Outcome, RateKey};
 
 use super::tenant_auth::Credential;

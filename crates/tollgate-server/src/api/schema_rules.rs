@@ -51,6 +51,35 @@ pub fn apply(doc: &mut OpenApi) {
     {
         status_limit_as_one_parameter(op);
     }
+    for item in doc.paths.paths.values_mut() {
+        for op in [&mut item.put, &mut item.post].into_iter().flatten() {
+            if op.request_body.is_some() {
+                document_body_timeout(op);
+            }
+        }
+    }
+}
+
+/// Every body is read under `--body-timeout` / `--body-min-rate` (a slow body is answered 408
+/// `body_timeout`), whichever operation it is sent to.
+fn document_body_timeout(op: &mut Operation) {
+    let responses = &mut op.responses.responses;
+    if responses.contains_key("408") {
+        return;
+    }
+    let response = utoipa::openapi::ResponseBuilder::new()
+        .description(
+            "body_timeout: the body did not arrive within --body-timeout or at --body-min-rate; \
+             the connection is closed",
+        )
+        .content(
+            "application/json",
+            utoipa::openapi::ContentBuilder::new()
+                .schema(Some(utoipa::openapi::Ref::from_schema_name("Error")))
+                .build(),
+        )
+        .build();
+    responses.insert("408".to_string(), RefOr::T(response));
 }
 
 fn object(schema: Option<&mut RefOr<Schema>>) -> Option<&mut Object> {
