@@ -43,17 +43,16 @@ pub struct LimitSpec {
     pub shadow: bool,
 }
 
-/// A window that is written out must be positive: 0 stands for "omitted" (a calendar window)
-/// only inside, so an explicit 0 is refused rather than read as "omitted". `null` is omitted, as
-/// for every optional field.
+/// 0 stands for "omitted" (a calendar window) only inside; an explicit 0 (or -0) is kept as -0.0
+/// so `policy_spec` refuses it like any other non-positive window instead of reading it as
+/// "omitted". `null` is omitted, as for every optional field. Other values are checked (with
+/// their location) by `policy_spec`.
 fn given_window<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    match Option::<f64>::deserialize(d)? {
-        None => Ok(0.0),
-        Some(w) if w > 0.0 => Ok(w),
-        Some(w) => Err(serde::de::Error::custom(format!(
-            "window_duration_seconds must be greater than 0, got {w}"
-        ))),
-    }
+    Ok(match Option::<f64>::deserialize(d)? {
+        None => 0.0,
+        Some(w) if w == 0.0 => -0.0,
+        Some(w) => w,
+    })
 }
 
 /// `shadow`: `null` is omitted, i.e. false.
