@@ -14,6 +14,7 @@
 //! - [`limiter`] — the orchestrator tying them together.
 //! - [`engine`] — the narrow API the front ends call (several keys decided at once, status).
 //! - [`stats`] — live statistics for the dashboard: outcomes, latency, tenant shares, heavy hitters.
+//! - [`whole_number`] — integer fields that also take integral floats, as JSON Schema does.
 // One `unsafe` block in the crate, a prefetch hint (`store/memory/prefetch.rs`), allowed where it is.
 #![deny(unsafe_code)]
 
@@ -29,6 +30,7 @@ pub mod policy;
 pub mod redis_conn;
 pub mod stats;
 pub mod store;
+pub mod whole_number;
 pub mod window;
 
 pub use limit::{Limit, LimitSource, RateKey};

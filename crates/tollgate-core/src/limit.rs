@@ -50,7 +50,11 @@ impl Limit {
     }
 }
 
-/// Converts an API window in seconds to microseconds, insisting on millisecond resolution.
+/// Converts an API window in seconds to microseconds, rounded to the nearest millisecond (at
+/// least one). Every number the API documents as valid (> 0, <= one year) is accepted: a
+/// sub-millisecond rule cannot be stated exactly in the OpenAPI document (floating-point
+/// `multipleOf` is unreliable), so clients generated from it would send values a stricter rule
+/// refuses. Responses echo the window in force, so the rounding is visible.
 pub fn window_micros(seconds: f64) -> Result<Micros, InvalidArgument> {
     if !seconds.is_finite() || seconds <= 0.0 || seconds > MAX_WINDOW_SECONDS {
         return Err(invalid(format!(
@@ -58,14 +62,7 @@ pub fn window_micros(seconds: f64) -> Result<Micros, InvalidArgument> {
             readable(seconds)
         )));
     }
-    let millis = (seconds * 1000.0).round();
-    // Anything finer than a millisecond would be silently rounded; say so instead.
-    if millis < 1.0 || (seconds * 1000.0 - millis).abs() > 1e-6 * millis.max(1.0) {
-        return Err(invalid(format!(
-            "window_duration_seconds has millisecond resolution (e.g. 0.25); {} is finer than that",
-            readable(seconds)
-        )));
-    }
+    let millis = (seconds * 1000.0).round().max(1.0);
     Ok(millis as Micros * 1000)
 }
 
@@ -193,8 +190,16 @@ mod tests {
         assert_eq!(window_micros(0.25), Ok(250_000));
         assert_eq!(window_micros(60.0), Ok(60_000_000));
         assert_eq!(window_micros(0.001), Ok(1_000));
-        assert!(window_micros(0.0005).is_err());
-        assert!(window_micros(1.0005).is_err());
+        // Finer than a millisecond: rounded to the nearest one, never below one.
+        assert_eq!(window_micros(0.0004), Ok(1_000));
+        assert_eq!(window_micros(5e-324), Ok(1_000));
+        assert_eq!(window_micros(1.0004), Ok(1_000_000));
+        assert_eq!(window_micros(1.0016), Ok(1_002_000));
+        assert_eq!(
+            window_micros(14_380_609.958_988_953),
+            Ok(14_380_609_959_000)
+        );
+        assert_eq!(window_micros(0.007), Ok(7_000));
         assert!(window_micros(0.0).is_err());
         assert!(window_micros(-1.0).is_err());
         assert!(window_micros(f64::NAN).is_err());

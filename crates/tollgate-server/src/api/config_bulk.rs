@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tollgate_core::config::{to_toml, Change};
 use tollgate_core::limit::validate_id;
+use tollgate_core::whole_number;
 use tollgate_core::Limit;
 
 use crate::error::ApiError;
@@ -34,7 +35,11 @@ pub struct PageQuery {
     limit: Option<u32>,
     /// Return tenants whose id sorts after this one (the previous page's `next_after`).
     #[serde(default)]
-    #[param(min_length = 1, max_length = 256)]
+    #[param(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     after: Option<String>,
 }
 
@@ -145,10 +150,19 @@ pub async fn export(
 pub enum BatchChange {
     /// Set a tenant's limit for an action (every client).
     SetAction {
-        #[schema(min_length = 1, max_length = 256)]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         tenant_id: String,
-        #[schema(min_length = 1, max_length = 256)]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         action_type: String,
+        #[serde(deserialize_with = "whole_number::exact")]
         #[schema(minimum = 1, maximum = 1_000_000_000)]
         max_requests: u64,
         #[schema(exclusive_minimum = 0, maximum = 31_536_000)]
@@ -156,19 +170,40 @@ pub enum BatchChange {
     },
     /// Remove a tenant's limit for an action.
     DeleteAction {
-        #[schema(min_length = 1, max_length = 256)]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         tenant_id: String,
-        #[schema(min_length = 1, max_length = 256)]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         action_type: String,
     },
     /// Set one client's limit for an action.
     SetClient {
-        #[schema(min_length = 1, max_length = 256)]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         tenant_id: String,
-        #[schema(min_length = 1, max_length = 256)]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         client_id: String,
-        #[schema(min_length = 1, max_length = 256)]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         action_type: String,
+        #[serde(deserialize_with = "whole_number::exact")]
         #[schema(minimum = 1, maximum = 1_000_000_000)]
         max_requests: u64,
         #[schema(exclusive_minimum = 0, maximum = 31_536_000)]
@@ -176,17 +211,34 @@ pub enum BatchChange {
     },
     /// Remove one client's limit for an action.
     DeleteClient {
-        #[schema(min_length = 1, max_length = 256)]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         tenant_id: String,
-        #[schema(min_length = 1, max_length = 256)]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         client_id: String,
-        #[schema(min_length = 1, max_length = 256)]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         action_type: String,
     },
     /// Set a tenant's fair-share weight.
     SetWeight {
-        #[schema(min_length = 1, max_length = 256)]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         tenant_id: String,
+        #[serde(deserialize_with = "whole_number::exact")]
         #[schema(minimum = 1, maximum = 1000)]
         weight: u32,
     },

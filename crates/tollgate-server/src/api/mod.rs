@@ -9,6 +9,7 @@ mod health;
 mod ops;
 mod probes;
 mod schema;
+mod schema_rules;
 mod stats;
 mod tenant_auth;
 mod tenant_keys;
@@ -68,14 +69,17 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
 /// The OpenAPI 3 document of every route.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (public, admin) = routes();
-    public.merge(admin).into_openapi()
+    let mut doc = public.merge(admin).into_openapi();
+    schema_rules::apply(&mut doc);
+    doc
 }
 
 /// Every route of the service under the given limits.
 pub fn router_with(state: AppState, limits: &HttpLimits) -> Router {
     let (public, admin) = routes();
     let admin = admin.route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
-    let (router, doc) = public.merge(admin).split_for_parts();
+    let (router, mut doc) = public.merge(admin).split_for_parts();
+    schema_rules::apply(&mut doc);
     ops::publish_openapi(&doc);
     router
         .fallback(not_found)
