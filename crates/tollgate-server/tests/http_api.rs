@@ -718,15 +718,14 @@ fn hostile_cases() -> Vec<Case> {
             400,
             "invalid_argument",
         ),
-        // Finer than a millisecond: rounded to 1 ms, not refused (the OpenAPI document admits
-        // every window > 0; README "OpenAPI").
+        // Shorter than the millisecond resolution (the document's minimum is 0.001).
         (
             Method::POST,
             cc.clone(),
             p(&ok(r#","max_requests":5,"window_duration_seconds":0.0001"#)),
             None,
-            200,
-            "",
+            400,
+            "invalid_argument",
         ),
         (
             Method::POST,

@@ -96,16 +96,17 @@ async fn fractional_integers_are_still_refused() {
     );
 }
 
-/// Every window the document admits (> 0, <= one year) is accepted, rounded to the nearest
-/// millisecond (at least one); the answer shows the window in force.
+/// Every window the document admits (0.001 to one year) is accepted, rounded to the nearest
+/// millisecond; the answer shows the window in force. Shorter windows are outside the document's
+/// `minimum` and refused, never lengthened.
 #[tokio::test]
-async fn sub_millisecond_windows_are_rounded_not_refused() {
+async fn windows_between_milliseconds_are_rounded_and_shorter_ones_refused() {
     let svc = service(Some(TOKEN));
     let app = &svc.app;
     for (window, in_force) in [
         ("14380609.958988953", 14_380_609.959),
-        ("5e-324", 0.001),
-        ("0.0004", 0.001),
+        ("0.001", 0.001),
+        ("0.0014", 0.001),
         ("1.0016", 1.002),
     ] {
         let body = format!(
@@ -118,7 +119,18 @@ async fn sub_millisecond_windows_are_rounded_not_refused() {
             "{window}: {b}"
         );
     }
+    for window in ["5e-324", "0.0004", "0.000999"] {
+        let body = format!(
+            r#"{{"tenant_id":"t","client_id":"c","action_type":"a","max_requests":1,"window_duration_seconds":{window}}}"#
+        );
+        let (s, b) = call(app, Method::POST, "/api/check_and_consume", Some(&body)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{window}: {b}");
+        assert_eq!(b["error"], "invalid_argument", "{window}: {b}");
+    }
     let uri = "/api/status/t/c/a?max_requests=2&window_duration_seconds=0.0001";
+    let (s, b) = call(app, Method::GET, uri, None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let uri = "/api/status/t/c/a?max_requests=2&window_duration_seconds=0.0016";
     let (s, b) = call(app, Method::GET, uri, None).await;
     assert_eq!(s, StatusCode::OK, "{b}");
 }

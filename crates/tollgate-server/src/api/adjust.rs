@@ -43,7 +43,7 @@ pub struct AdjustBody {
     max_requests: Option<u64>,
     /// Seconds, rounded to the nearest millisecond (at least one).
     #[serde(default)]
-    #[schema(exclusive_minimum = 0.0, maximum = 31_536_000.0)]
+    #[schema(minimum = 0.001, maximum = 31_536_000.0)]
     window_duration_seconds: Option<f64>,
     /// 1 ..= the smallest max_requests (gcra: burst) of the limits that apply.
     #[serde(deserialize_with = "whole_number::exact")]

@@ -174,7 +174,7 @@ pub struct LimitBody {
     max_requests: Option<u64>,
     /// Seconds, > 0 and <= 31,536,000, rounded to the nearest millisecond (at least one); may
     /// be omitted with `calendar` (fixed_window).
-    #[schema(exclusive_minimum = 0.0, maximum = 31_536_000.0)]
+    #[schema(minimum = 0.001, maximum = 31_536_000.0)]
     window_duration_seconds: Option<f64>,
     #[schema(value_type = Option<super::schema::AlgorithmSchema>)]
     algorithm: Option<AlgorithmName>,

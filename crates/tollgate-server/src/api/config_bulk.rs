@@ -165,7 +165,7 @@ pub enum BatchChange {
         #[serde(deserialize_with = "whole_number::exact")]
         #[schema(minimum = 1, maximum = 1_000_000_000)]
         max_requests: u64,
-        #[schema(exclusive_minimum = 0, maximum = 31_536_000)]
+        #[schema(minimum = 0.001, maximum = 31_536_000)]
         window_duration_seconds: f64,
     },
     /// Remove a tenant's limit for an action.
@@ -206,7 +206,7 @@ pub enum BatchChange {
         #[serde(deserialize_with = "whole_number::exact")]
         #[schema(minimum = 1, maximum = 1_000_000_000)]
         max_requests: u64,
-        #[schema(exclusive_minimum = 0, maximum = 31_536_000)]
+        #[schema(minimum = 0.001, maximum = 31_536_000)]
         window_duration_seconds: f64,
     },
     /// Remove one client's limit for an action.

@@ -43,7 +43,7 @@ pub struct CheckBody {
     /// Seconds, rounded to the nearest millisecond (at least one); sent together with
     /// `max_requests`.
     #[serde(default)]
-    #[schema(exclusive_minimum = 0.0, maximum = 31_536_000.0)]
+    #[schema(minimum = 0.001, maximum = 31_536_000.0)]
     window_duration_seconds: Option<f64>,
     /// 1 ..= the effective limit's `max_requests`.
     #[serde(default, deserialize_with = "whole_number::option")]
@@ -372,7 +372,7 @@ pub struct StatusQuery {
     max_requests: Option<u64>,
     /// Seconds, rounded to the nearest millisecond (at least one).
     #[serde(default)]
-    #[param(exclusive_minimum = 0.0, maximum = 31_536_000.0)]
+    #[param(minimum = 0.001, maximum = 31_536_000.0)]
     window_duration_seconds: Option<f64>,
 }
 
