@@ -271,11 +271,27 @@ async fn hits_addend_per_descriptor_else_per_request_and_zero_is_one() {
         .await
         .unwrap();
     assert_eq!(http_count(&svc, "shop", "dan", "roomy").await, 14);
-    // A cost no window can hold is refused, not silently admitted.
+    // A cost no window can hold is over the limit, as Envoy's ratelimit answers it: the whole
+    // request is OVER_LIMIT and consumes nothing, on that descriptor or any other.
+    let mut over = desc(&[("user", "dan")]);
+    over.hits_addend = Some(UInt64Value { value: 4 });
+    let mut fits = desc(&[("roomy", "dan")]);
+    fits.hits_addend = Some(UInt64Value { value: 1 });
+    let r = ask(&mut c, request("shop", vec![fits, over])).await.unwrap();
+    assert_eq!(r.overall_code, Code::OverLimit as i32, "{r:?}");
+    assert_eq!(r.statuses[0].code, Code::Ok as i32, "{r:?}");
+    assert_eq!(r.statuses[1].code, Code::OverLimit as i32, "{r:?}");
+    let limit = r.statuses[1].current_limit.as_ref().expect("current_limit");
+    assert_eq!(limit.requests_per_unit, 3);
+    assert_eq!(r.statuses[1].limit_remaining, 3, "{r:?}");
+    assert_eq!(http_count(&svc, "shop", "dan", "roomy").await, 14);
+    assert_eq!(http_count(&svc, "shop", "dan", "user").await, 0);
+    // The request-wide hits_addend is over the limit the same way.
     let mut req = request("shop", vec![desc(&[("user", "dan")])]);
     req.hits_addend = 4;
-    let e = ask(&mut c, req).await.unwrap_err();
-    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let r = ask(&mut c, req).await.unwrap();
+    assert_eq!(r.overall_code, Code::OverLimit as i32, "{r:?}");
+    assert_eq!(http_count(&svc, "shop", "dan", "user").await, 0);
 }
 
 #[tokio::test]
