@@ -1,4 +1,4 @@
-//! The full decision path, `Limiter::check_and_consume`: id validation, limit resolution from the
+//! The full decision path, `Engine::check_and_consume` (what the HTTP handler calls): id validation, limit resolution from the
 //! configuration snapshot, load-manager admission and release, and the memory store — driven on a
 //! current-thread tokio runtime as a handler would call it.
 
@@ -9,7 +9,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use tollgate_core::clock::SystemClock;
 use tollgate_core::config::{ConfigDocument, ConfigManager, LimitEntry, LimitSpec, TenantDocument};
 use tollgate_core::store::MemoryStore;
-use tollgate_core::{DecisionRequest, Limit, Limiter, RateKey, StoreErrorPolicy};
+use tollgate_core::{DecisionRequest, Engine, Limit, Limiter, RateKey, StoreErrorPolicy};
 
 /// 100 tenants with an action limit each and a handful of client overrides, so resolution walks
 /// populated maps rather than empty ones.
@@ -38,7 +38,11 @@ fn limiter(c: &mut Criterion) {
         .unwrap();
     let config = Arc::new(ConfigManager::in_memory(config()).unwrap());
     let store = Arc::new(MemoryStore::new(Arc::new(SystemClock), 1_000_000));
-    let limiter = Limiter::new(config, store, StoreErrorPolicy::Allow);
+    let limiter = Engine::new(Arc::new(Limiter::new(
+        config,
+        store,
+        StoreErrorPolicy::Allow,
+    )));
     let requested = Some(Limit::new(1_000_000_000, 3600.0).unwrap());
 
     let mut g = c.benchmark_group("limiter");
