@@ -66,7 +66,7 @@ pub async fn get_page(
     if let Some(after) = &q.after {
         validate_id("after", after).map_err(|e| ApiError::InvalidArgument(e.0))?;
     }
-    let snap = state.limiter().config().snapshot_arc();
+    let snap = state.engine().config_arc();
     let (page, next) = snap.page(q.after.as_deref(), limit);
     let tenants: BTreeMap<&str, _> = page
         .iter()
@@ -117,7 +117,7 @@ pub async fn export(
     State(state): State<AppState>,
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    let snap = state.limiter().config().snapshot_arc();
+    let snap = state.engine().config_arc();
     let format = q.format.unwrap_or_default();
     // Serialising a large configuration is CPU work; keep it off the request threads.
     let body = tokio::task::spawn_blocking(move || {
@@ -321,7 +321,7 @@ pub async fn post_batch(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let snap = state
-        .limiter()
+        .engine()
         .update_config(Change::Batch(changes))
         .await?;
     Ok(axum::Json(json!({
