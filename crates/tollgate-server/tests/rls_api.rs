@@ -23,7 +23,7 @@ use envoy_types::pb::google::protobuf::UInt64Value;
 use support::{send, SlowStore, SwitchableStore, TestService};
 use tollgate_core::clock::SystemClock;
 use tollgate_core::config::{parse_toml, ConfigManager};
-use tollgate_core::store::{MemoryStore, Store};
+use tollgate_core::store::MemoryStore;
 use tollgate_core::{Limiter, StoreErrorPolicy};
 use tollgate_server::state::AppState;
 use tonic::transport::Channel;

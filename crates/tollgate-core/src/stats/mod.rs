@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::limit::{Limit, RateKey};
-use crate::limiter::{Decision, LimitError, Limiter};
+use crate::limiter::Limiter;
 
 use aggregate::Aggregate;
 pub use report::{
@@ -73,15 +73,7 @@ impl Stats {
         }
     }
 
-    /// Records a limiter call's result (nothing for calls that were not decisions).
-    pub fn record(&self, key: RateKey<'_>, result: &Result<Decision, LimitError>, took: Duration) {
-        if let Some(outcome) = DecisionOutcome::of(result) {
-            let limit = result.as_ref().ok().map(|d| d.limit);
-            self.record_outcome(key, outcome, limit, took);
-        }
-    }
-
-    /// Records one decision of a known outcome.
+    /// Records one decision (the engine calls this for every decision of either front end).
     pub fn record_outcome(
         &self,
         key: RateKey<'_>,
