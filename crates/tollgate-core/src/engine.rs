@@ -17,9 +17,7 @@ use smallvec::SmallVec;
 use crate::clock::{Clock, Micros, SystemClock};
 use crate::config::{Change, ConfigError, Snapshot};
 use crate::limit::{Limit, LimitSource, RateKey};
-use crate::limiter::{
-    Decision, DecisionRequest, LimitError, Limiter, Outcome, StoreErrorPolicy,
-};
+use crate::limiter::{Decision, DecisionRequest, LimitError, Limiter, Outcome, StoreErrorPolicy};
 use crate::load::{LoadCounters, LoadSnapshot};
 use crate::outcome::{Api, DecisionObserver, DecisionOutcome, DecisionSummary};
 use crate::policy::{ItemVerdict, LimitVerdict, Op, Policy, PolicyItem, PolicyVerdict};
@@ -95,11 +93,11 @@ impl Decisions {
             DecisionOutcome::FailOpen
         } else if !self.allowed {
             DecisionOutcome::Denied
-        } else if self
-            .items
-            .iter()
-            .any(|i| i.verdict.as_ref().is_some_and(|v| v.shadow_denied.is_some()))
-        {
+        } else if self.items.iter().any(|i| {
+            i.verdict
+                .as_ref()
+                .is_some_and(|v| v.shadow_denied.is_some())
+        }) {
             DecisionOutcome::ShadowDenied
         } else {
             DecisionOutcome::Allowed
@@ -504,7 +502,12 @@ impl Engine {
         })
     }
 
-    fn record_single(&self, key: RateKey<'_>, result: &Result<Decision, LimitError>, took: Duration) {
+    fn record_single(
+        &self,
+        key: RateKey<'_>,
+        result: &Result<Decision, LimitError>,
+        took: Duration,
+    ) {
         let Some(outcome) = DecisionOutcome::of(result) else {
             return;
         };
@@ -591,11 +594,7 @@ fn store_error(result: &Result<Decision, LimitError>) -> Option<&StoreError> {
 }
 
 /// Puts the store's verdicts on the limited items, in order, with the limit each reports.
-fn fill(
-    items: &mut [ItemDecision],
-    verdicts: SmallVec<[ItemVerdict; 1]>,
-    shadow_all: bool,
-) {
+fn fill(items: &mut [ItemDecision], verdicts: SmallVec<[ItemVerdict; 1]>, shadow_all: bool) {
     let mut verdicts = verdicts.into_iter();
     for d in items.iter_mut() {
         let Some(r) = &d.resolved else { continue };
@@ -613,9 +612,10 @@ fn reported_index(v: &ItemVerdict, policy: &Policy, shadow_all: bool) -> usize {
     if n == 0 {
         return 0;
     }
-    if let Some(i) =
-        (0..n).find(|&i| !v.limits[i].allowed && !(shadow_all || policy.limits[i].shadow))
-    {
+    if let Some(i) = (0..n).find(|&i| {
+        let can_deny = !shadow_all && !policy.limits[i].shadow;
+        can_deny && !v.limits[i].allowed
+    }) {
         return i;
     }
     let mut best = 0;

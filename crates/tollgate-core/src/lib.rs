@@ -35,8 +35,8 @@ pub mod stats;
 pub mod store;
 pub mod window;
 
-pub use limit::{Limit, LimitSource, RateKey};
 pub use engine::Engine;
+pub use limit::{Limit, LimitSource, RateKey};
 pub use limiter::{
     Decision, DecisionRequest, LimitError, Limiter, Outcome, StoreErrorPolicy, UnknownTenantPolicy,
 };

@@ -34,7 +34,11 @@ async fn limiter(store: Arc<dyn Store>, global: GlobalSettings) -> Engine {
         })
         .unwrap(),
     );
-    let l = Engine::new(Arc::new(Limiter::new(config, store, StoreErrorPolicy::Allow)));
+    let l = Engine::new(Arc::new(Limiter::new(
+        config,
+        store,
+        StoreErrorPolicy::Allow,
+    )));
     l.update_config(Change::SetAction {
         tenant: "quiet".into(),
         action: "login".into(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tollgate_core::clock::ManualClock;
 use tollgate_core::config::{Change, ConfigDocument, ConfigManager, GlobalPatch};
-use tollgate_core::stats::{Gauges, OutcomeCounts, DecisionOutcome, Stats, TenantStats};
+use tollgate_core::stats::{DecisionOutcome, Gauges, OutcomeCounts, Stats, TenantStats};
 use tollgate_core::store::MemoryStore;
 use tollgate_core::{
     DecisionRequest, Engine, Limit, LimitError, Limiter, RateKey, StoreErrorPolicy,
@@ -32,12 +32,12 @@ async fn decide(
 ) -> Result<bool, LimitError> {
     Engine::new(l.clone())
         .check_and_consume(DecisionRequest {
-        key: RateKey::new(tenant, client, "read"),
-        requested: Some(Limit::new(max, 60.0).unwrap()),
-        cost: 1,
-    })
-    .await
-    .map(|d| matches!(d.outcome, tollgate_core::Outcome::Decided(v) if v.allowed))
+            key: RateKey::new(tenant, client, "read"),
+            requested: Some(Limit::new(max, 60.0).unwrap()),
+            cost: 1,
+        })
+        .await
+        .map(|d| matches!(d.outcome, tollgate_core::Outcome::Decided(v) if v.allowed))
 }
 
 fn row<'a>(rows: &'a [TenantStats], tenant: &str) -> &'a TenantStats {

@@ -7,7 +7,8 @@ use tollgate_core::clock::ManualClock;
 use tollgate_core::config::{Change, ConfigDocument, ConfigManager};
 use tollgate_core::store::{MemoryStore, Store};
 use tollgate_core::{
-    DecisionRequest, Engine, Limit, LimitError, Limiter, RateKey, StoreErrorPolicy, UnknownTenantPolicy,
+    DecisionRequest, Engine, Limit, LimitError, Limiter, RateKey, StoreErrorPolicy,
+    UnknownTenantPolicy,
 };
 
 fn limiter(policy: UnknownTenantPolicy) -> (Engine, Arc<MemoryStore>) {

@@ -268,7 +268,10 @@ impl Metrics {
             other_limit: limit_counters(&recorder, ("limit_overflow", "true")),
             limits: RwLock::new(HashMap::new()),
             decision_duration: Api::ALL.map(|api| {
-                h("tollgate_decision_duration_seconds", &[("api", api.as_str())])
+                h(
+                    "tollgate_decision_duration_seconds",
+                    &[("api", api.as_str())],
+                )
             }),
             queue_wait: h("tollgate_queue_wait_seconds", &[]),
             store_check_duration: h(store_duration, &[("op", "check_and_consume")]),

@@ -90,10 +90,7 @@ async fn an_omitted_queue_timeout_keeps_a_concurrent_acknowledged_change() {
     );
     let g = svc.state.engine().config().global;
     assert_eq!(g.queue_timeout_ms, 5000);
-    assert_eq!(
-        svc.state.engine().load().timeout.as_millis(),
-        5000
-    );
+    assert_eq!(svc.state.engine().load().timeout.as_millis(), 5000);
 }
 
 async fn put_global(svc: &support::TestService, body: &str) -> support::Reply {

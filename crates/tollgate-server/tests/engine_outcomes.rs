@@ -57,7 +57,8 @@ async fn metrics(svc: &TestService) -> std::collections::BTreeMap<String, f64> {
 }
 
 fn decisions(m: &std::collections::BTreeMap<String, f64>, api: &str, outcome: &str) -> f64 {
-    let series = format!(r#"tollgate_decisions_total{{api="{api}",outcome="{outcome}",tenant="shop"}}"#);
+    let series =
+        format!(r#"tollgate_decisions_total{{api="{api}",outcome="{outcome}",tenant="shop"}}"#);
     m.get(&series)
         .copied()
         .unwrap_or_else(|| panic!("no series {series}"))
@@ -143,7 +144,11 @@ async fn every_decision_of_either_front_end_counts_once_in_stats_and_once_in_met
     // RLS: 4 on a key limited to 3 -> 3 allowed, 1 denied.
     let mut codes = Vec::new();
     for _ in 0..4 {
-        let r = rls.client.should_rate_limit(rls_request("rita")).await.unwrap();
+        let r = rls
+            .client
+            .should_rate_limit(rls_request("rita"))
+            .await
+            .unwrap();
         codes.push(r.into_inner().overall_code);
     }
     assert_eq!(

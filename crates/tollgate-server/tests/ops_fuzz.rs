@@ -412,10 +412,7 @@ fn ten_thousand_unauthorized_requests_change_nothing() {
         .await;
         assert_eq!(r.status, StatusCode::OK);
     });
-    assert_eq!(
-        svc.state.engine().config().to_document(),
-        config_before
-    );
+    assert_eq!(svc.state.engine().config().to_document(), config_before);
     assert_eq!(svc.state.engine().load().in_flight, 0);
     assert_eq!(svc.state.engine().load().queued, 0);
 }

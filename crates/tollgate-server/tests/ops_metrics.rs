@@ -79,12 +79,7 @@ async fn scripted_run_exact_counts() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 
     // Hold the only slot; one acme request queues, the next two are shed (queue full).
-    let permit = svc
-        .limiter
-        .load()
-        .acquire("holder", 1)
-        .await
-        .unwrap();
+    let permit = svc.limiter.load().acquire("holder", 1).await.unwrap();
     let queued = tokio::spawn({
         let app = app.clone();
         async move { decide(&app, "acme", 3).await }

@@ -278,7 +278,9 @@ async fn hits_addend_per_descriptor_else_per_request_and_zero_is_one() {
     over.hits_addend = Some(UInt64Value { value: 4 });
     let mut fits = desc(&[("roomy", "dan")]);
     fits.hits_addend = Some(UInt64Value { value: 1 });
-    let r = ask(&mut c, request("shop", vec![fits, over])).await.unwrap();
+    let r = ask(&mut c, request("shop", vec![fits, over]))
+        .await
+        .unwrap();
     assert_eq!(r.overall_code, Code::OverLimit as i32, "{r:?}");
     assert_eq!(r.statuses[0].code, Code::Ok as i32, "{r:?}");
     assert_eq!(r.statuses[1].code, Code::OverLimit as i32, "{r:?}");

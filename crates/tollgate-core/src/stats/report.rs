@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::aggregate::{add_into, merge, Aggregate, TenantTrack};
 use super::fair::{max_min_shares, Demand};
-use super::{Gauges, DecisionOutcome, OUTCOMES, RECENT_SECONDS, SHARE_INTERVAL_SECONDS};
+use super::{DecisionOutcome, Gauges, OUTCOMES, RECENT_SECONDS, SHARE_INTERVAL_SECONDS};
 use crate::config::Snapshot;
 use crate::limiter::Limiter;
 

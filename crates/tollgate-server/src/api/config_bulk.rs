@@ -320,10 +320,7 @@ pub async fn post_batch(
                 .map_err(|m| ApiError::InvalidArgument(format!("changes[{i}]: {m}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let snap = state
-        .engine()
-        .update_config(Change::Batch(changes))
-        .await?;
+    let snap = state.engine().update_config(Change::Batch(changes)).await?;
     Ok(axum::Json(json!({
         "status": "applied",
         "changes": n,
