@@ -1,5 +1,5 @@
-//! The full decision path, `Limiter::check_and_consume`: id validation, limit resolution from the
-//! configuration snapshot, load-manager admission and release, and the memory store — driven on a
+//! The full decision path, `Engine::check_and_consume` (what the HTTP handler calls): id
+//! validation, limit resolution from the configuration snapshot, load-manager admission and release, and the memory store — driven on a
 //! current-thread tokio runtime as a handler would call it. Each case runs twice: without and with
 //! the dashboard's statistics (`Limiter::with_stats`, which the server always attaches), so the
 //! cost the statistics add to a decision is read in one run.
@@ -12,7 +12,7 @@ use tollgate_core::clock::SystemClock;
 use tollgate_core::config::{ConfigDocument, ConfigManager, LimitEntry, LimitSpec, TenantDocument};
 use tollgate_core::stats::Stats;
 use tollgate_core::store::MemoryStore;
-use tollgate_core::{DecisionRequest, Limit, Limiter, RateKey, StoreErrorPolicy};
+use tollgate_core::{DecisionRequest, Engine, Limit, Limiter, RateKey, StoreErrorPolicy};
 
 /// 100 tenants with an action limit each and a handful of client overrides, so resolution walks
 /// populated maps rather than empty ones.
@@ -48,10 +48,11 @@ fn limiter(c: &mut Criterion) {
     for stats in [false, true] {
         let config = Arc::new(ConfigManager::in_memory(config()).unwrap());
         let store = Arc::new(MemoryStore::new(Arc::new(SystemClock), 1_000_000));
-        let mut limiter = Limiter::new(config, store, StoreErrorPolicy::Allow);
+        let mut inner = Limiter::new(config, store, StoreErrorPolicy::Allow);
         if stats {
-            limiter = limiter.with_stats(Arc::new(Stats::default()));
+            inner = inner.with_stats(Arc::new(Stats::default()));
         }
+        let limiter = Engine::new(Arc::new(inner));
         let suffix = if stats { "_with_stats" } else { "" };
         let mut g = c.benchmark_group("limiter");
         // The limit comes from the tenant's action configuration.

@@ -61,7 +61,7 @@ async fn adjust(
     let requested = requested_limit(body.max_requests, body.window_duration_seconds)?;
     let key = RateKey::new(&body.tenant_id, &body.client_id, &body.action_type);
     let decision = state
-        .limiter()
+        .engine()
         .adjust(
             op,
             DecisionRequest {

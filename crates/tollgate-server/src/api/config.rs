@@ -102,7 +102,7 @@ pub async fn put_global(
         new_keys_per_second: body.new_keys_per_second,
         max_request_window_seconds: body.max_request_window_seconds,
     };
-    let snap = state.limiter().update_config(Change::Global(patch)).await?;
+    let snap = state.engine().update_config(Change::Global(patch)).await?;
     Ok(axum::Json(json!({
         "status": "updated",
         "global": snap.global,
@@ -128,7 +128,7 @@ pub async fn get_tenant(
     Path(tenant): Path<String>,
 ) -> Result<Response, ApiError> {
     id("tenant_id", &tenant)?;
-    let snap = state.limiter().config().snapshot();
+    let snap = state.engine().config();
     let doc = snap.tenant_document(&tenant);
     Ok(axum::Json(json!({
         "tenant_id": tenant,
@@ -323,7 +323,7 @@ pub async fn put_action(
             policy: policy.clone(),
         },
     };
-    let snap = state.limiter().update_config(change).await?;
+    let snap = state.engine().update_config(change).await?;
     Ok(axum::Json(json!({
         "status": "updated",
         "tenant_id": tenant,
@@ -358,7 +358,7 @@ pub async fn delete_action(
     id("tenant_id", &tenant)?;
     id("action_type", &action)?;
     let snap = state
-        .limiter()
+        .engine()
         .update_config(Change::DeleteAction {
             tenant: tenant.clone(),
             action: action.clone(),
@@ -414,7 +414,7 @@ pub async fn put_client(
             policy: policy.clone(),
         },
     };
-    let snap = state.limiter().update_config(change).await?;
+    let snap = state.engine().update_config(change).await?;
     Ok(axum::Json(json!({
         "status": "updated",
         "tenant_id": tenant,
@@ -451,7 +451,7 @@ pub async fn delete_client(
     id("client_id", &client)?;
     id("action_type", &action)?;
     let snap = state
-        .limiter()
+        .engine()
         .update_config(Change::DeleteClient {
             tenant: tenant.clone(),
             client: client.clone(),
@@ -502,7 +502,7 @@ pub async fn put_weight(
 ) -> Result<Response, ApiError> {
     id("tenant_id", &tenant)?;
     let snap = state
-        .limiter()
+        .engine()
         .update_config(Change::Weight {
             tenant: tenant.clone(),
             weight: body.weight,
@@ -576,7 +576,7 @@ pub async fn put_settings(
 ) -> Result<Response, ApiError> {
     id("tenant_id", &tenant)?;
     let snap = state
-        .limiter()
+        .engine()
         .update_config(Change::TenantSettings {
             tenant: tenant.clone(),
             patch: TenantSettingsPatch {
@@ -622,9 +622,9 @@ pub async fn delete_tenant(
     id("tenant_id", &tenant)?;
     // What was removed is read just before the change; only another admin's change to this
     // tenant in between (API mode) could make the report differ from what the change removed.
-    let before = state.limiter().config().snapshot_arc();
+    let before = state.engine().config_arc();
     let snap = state
-        .limiter()
+        .engine()
         .update_config(Change::DeleteTenant {
             tenant: tenant.clone(),
         })
@@ -673,9 +673,9 @@ pub async fn delete_weight(
     Path(tenant): Path<String>,
 ) -> Result<Response, ApiError> {
     id("tenant_id", &tenant)?;
-    let before = state.limiter().config().snapshot_arc();
+    let before = state.engine().config_arc();
     let snap = state
-        .limiter()
+        .engine()
         .update_config(Change::ResetWeight {
             tenant: tenant.clone(),
         })

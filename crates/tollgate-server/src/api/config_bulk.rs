@@ -71,7 +71,7 @@ pub async fn get_page(
     if let Some(after) = &q.after {
         validate_id("after", after).map_err(|e| ApiError::InvalidArgument(e.0))?;
     }
-    let snap = state.limiter().config().snapshot_arc();
+    let snap = state.engine().config_arc();
     let (page, next) = snap.page(q.after.as_deref(), limit);
     let tenants: BTreeMap<&str, _> = page
         .iter()
@@ -122,7 +122,7 @@ pub async fn export(
     State(state): State<AppState>,
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    let snap = state.limiter().config().snapshot_arc();
+    let snap = state.engine().config_arc();
     let format = q.format.unwrap_or_default();
     // Serialising a large configuration is CPU work; keep it off the request threads.
     let body = tokio::task::spawn_blocking(move || {
@@ -372,10 +372,7 @@ pub async fn post_batch(
                 .map_err(|m| ApiError::InvalidArgument(format!("changes[{i}]: {m}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let snap = state
-        .limiter()
-        .update_config(Change::Batch(changes))
-        .await?;
+    let snap = state.engine().update_config(Change::Batch(changes)).await?;
     Ok(axum::Json(json!({
         "status": "applied",
         "changes": n,

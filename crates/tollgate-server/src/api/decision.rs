@@ -255,18 +255,14 @@ pub async fn check_and_consume(
     credential.check(&state, &body.tenant_id)?;
     let requested = requested_limit(body.max_requests, body.window_duration_seconds)?;
     let key = RateKey::new(&body.tenant_id, &body.client_id, &body.action_type);
-    let started = std::time::Instant::now();
     let result = state
-        .limiter()
+        .engine()
         .check_and_consume(DecisionRequest {
             key,
             requested,
             cost: body.cost.unwrap_or(1),
         })
         .await;
-    state
-        .metrics()
-        .record_decision(&body.tenant_id, &result, started);
     // With --on-store-error allow a store outage fails open, so an error here means deny.
     let decision = result.map_err(|e| {
         ApiError::from(e).with_store_context(
@@ -417,7 +413,7 @@ pub async fn status(
     let requested = requested_limit(q.max_requests, q.window_duration_seconds)?;
     let key = RateKey::new(&tenant, &client, &action);
     let d = state
-        .limiter()
+        .engine()
         .status(key, requested)
         .await
         .map_err(|e| {

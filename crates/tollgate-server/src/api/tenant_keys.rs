@@ -107,7 +107,7 @@ pub async fn create_key(
         CredentialError::Random(m) => ApiError::Internal(m),
     })?;
     let snap = state
-        .limiter()
+        .engine()
         .update_config(Change::AddApiKey {
             tenant: tenant.clone(),
             key_id: issued.key_id.clone(),
@@ -152,7 +152,7 @@ pub async fn list_keys(
     Path(tenant): Path<String>,
 ) -> Result<Response, ApiError> {
     tenant_id(&tenant)?;
-    let snap = state.limiter().config().snapshot();
+    let snap = state.engine().config();
     let mut keys: Vec<KeyView> = snap
         .tenants
         .get(&tenant)
@@ -197,7 +197,7 @@ pub async fn delete_key(
 ) -> Result<Response, ApiError> {
     tenant_id(&tenant)?;
     let snap = state
-        .limiter()
+        .engine()
         .update_config(Change::RemoveApiKey {
             tenant: tenant.clone(),
             key_id: key_id.clone(),
