@@ -50,7 +50,8 @@ pub struct LimitSpec {
 fn given_window<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     Ok(match Option::<f64>::deserialize(d)? {
         None => 0.0,
-        Some(w) if w == 0.0 => -0.0,
+        // Matches -0.0 too (float patterns compare with ==).
+        Some(0.0) => -0.0,
         Some(w) => w,
     })
 }
