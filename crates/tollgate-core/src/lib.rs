@@ -12,8 +12,12 @@
 //! - [`credentials`] — tenant API keys: issuing, stored form, verification.
 //! - [`load`] — the TenantLoadManager: bounded concurrency with fair per-tenant queues.
 //! - [`limiter`] — the orchestrator tying them together.
-//! - [`engine`] — the narrow API the front ends call (several keys decided at once, status).
+//! - [`engine`] — the one API both front ends call: decisions (one key or several at once), status,
+//!   report, refund, configuration, statistics, health gauges, drain.
+//! - [`outcome`] — how a decision ended (one classification for stats, metrics and logs) and the
+//!   observer the engine reports decisions and store-call timings to.
 //! - [`stats`] — live statistics for the dashboard: outcomes, latency, tenant shares, heavy hitters.
+//! - [`whole_number`] — integer fields that also take integral floats, as JSON Schema does.
 // One `unsafe` block in the crate, a prefetch hint (`store/memory/prefetch.rs`), allowed where it is.
 #![deny(unsafe_code)]
 
@@ -25,13 +29,17 @@ pub mod engine;
 pub mod limit;
 pub mod limiter;
 pub mod load;
+pub mod outcome;
 pub mod policy;
 pub mod redis_conn;
 pub mod stats;
 pub mod store;
+pub mod whole_number;
 pub mod window;
 
+pub use engine::Engine;
 pub use limit::{Limit, LimitSource, RateKey};
 pub use limiter::{
     Decision, DecisionRequest, LimitError, Limiter, Outcome, StoreErrorPolicy, UnknownTenantPolicy,
 };
+pub use outcome::{Api, DecisionObserver, DecisionOutcome, DecisionSummary};

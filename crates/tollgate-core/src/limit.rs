@@ -50,22 +50,27 @@ impl Limit {
     }
 }
 
-/// Converts an API window in seconds to microseconds, insisting on millisecond resolution.
+/// Converts an API window in seconds to microseconds, rounded to the nearest millisecond. The
+/// smallest window is one millisecond: a shorter one cannot be kept at millisecond resolution, so it
+/// is refused rather than silently lengthened. Between whole milliseconds the window is rounded (a
+/// sub-millisecond rule cannot be stated exactly in the OpenAPI document: floating-point
+/// `multipleOf` is unreliable, so clients generated from it would send values a stricter rule
+/// refuses); responses echo the window in force, so the rounding is visible. The document states
+/// the same range: `minimum: 0.001`, `maximum: 31536000`.
 pub fn window_micros(seconds: f64) -> Result<Micros, InvalidArgument> {
     if !seconds.is_finite() || seconds <= 0.0 || seconds > MAX_WINDOW_SECONDS {
         return Err(invalid(format!(
-            "window_duration_seconds must be a number greater than 0 and at most {MAX_WINDOW_SECONDS}, got {}",
+            "window_duration_seconds must be a number from 0.001 (one millisecond) to {MAX_WINDOW_SECONDS}, got {}",
+            readable(seconds)
+        )));
+    }
+    if seconds < 0.001 {
+        return Err(invalid(format!(
+            "window_duration_seconds has millisecond resolution, so the shortest window is 0.001; got {}",
             readable(seconds)
         )));
     }
     let millis = (seconds * 1000.0).round();
-    // Anything finer than a millisecond would be silently rounded; say so instead.
-    if millis < 1.0 || (seconds * 1000.0 - millis).abs() > 1e-6 * millis.max(1.0) {
-        return Err(invalid(format!(
-            "window_duration_seconds has millisecond resolution (e.g. 0.25); {} is finer than that",
-            readable(seconds)
-        )));
-    }
     Ok(millis as Micros * 1000)
 }
 
@@ -193,8 +198,18 @@ mod tests {
         assert_eq!(window_micros(0.25), Ok(250_000));
         assert_eq!(window_micros(60.0), Ok(60_000_000));
         assert_eq!(window_micros(0.001), Ok(1_000));
-        assert!(window_micros(0.0005).is_err());
-        assert!(window_micros(1.0005).is_err());
+        // Shorter than the resolution: refused, never lengthened.
+        assert!(window_micros(0.0004).is_err());
+        assert!(window_micros(0.000_999).is_err());
+        assert!(window_micros(5e-324).is_err());
+        // Between whole milliseconds: rounded to the nearest one.
+        assert_eq!(window_micros(1.0004), Ok(1_000_000));
+        assert_eq!(window_micros(1.0016), Ok(1_002_000));
+        assert_eq!(
+            window_micros(14_380_609.958_988_953),
+            Ok(14_380_609_959_000)
+        );
+        assert_eq!(window_micros(0.007), Ok(7_000));
         assert!(window_micros(0.0).is_err());
         assert!(window_micros(-1.0).is_err());
         assert!(window_micros(f64::NAN).is_err());

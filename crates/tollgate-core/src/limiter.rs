@@ -1,5 +1,6 @@
-//! The DistributedRateLimiter: validates a request, resolves its limit from the configuration,
-//! waits for admission from the load manager, and asks the store for the decision.
+//! The DistributedRateLimiter's parts and rules: the configuration, store and load manager, how a
+//! key's limit is resolved and a cost validated. Decisions go through [`crate::engine::Engine`],
+//! the one API the front ends call.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use crate::config::{Change, ConfigError, ConfigManager, Snapshot};
 use crate::limit::{InvalidArgument, Limit, LimitSource, RateKey};
 use crate::load::{LoadManager, Shed};
-use crate::policy::{ItemVerdict, Op, Policy, PolicyItem, PolicyVerdict};
+use crate::policy::{ItemVerdict, Policy};
 use crate::stats::Stats;
 use crate::store::{KeyBounds, Store, StoreError};
 use crate::window::Verdict;
@@ -247,155 +248,6 @@ impl Limiter {
                 c.unwrap_or(0)
             ))),
         }
-    }
-
-    /// The answer of a store call on one key, in the decision's shape.
-    fn decision(
-        &self,
-        v: PolicyVerdict,
-        item: &PolicyItem<'_>,
-        source: LimitSource,
-        waited: Duration,
-    ) -> Decision {
-        let policy = item.policy.clone();
-        let Some(iv) = v.items.into_iter().next() else {
-            // A store answers one verdict per item; treat a malformed answer as "no state".
-            let limit = policy.limits[0].limit;
-            return Decision {
-                outcome: Outcome::FailOpen { now: v.now },
-                limit,
-                source,
-                waited,
-                policy,
-                verdict: None,
-                reported: 0,
-                shadow_all: self.shadow,
-            };
-        };
-        let reported = iv.reported(item).min(policy.limits.len() - 1);
-        let pl = &policy.limits[reported];
-        let lv = iv.limits.get(reported).copied();
-        let verdict = Verdict {
-            allowed: iv.allowed && v.allowed,
-            used: lv.map_or(0, |l| pl.capacity().saturating_sub(l.remaining)),
-            reset_at: lv.map_or(v.now, |l| l.reset_at),
-            retry_at: lv.and_then(|l| l.retry_at),
-            now: v.now,
-        };
-        Decision {
-            outcome: Outcome::Decided(verdict),
-            limit: pl.limit,
-            source,
-            waited,
-            policy,
-            verdict: Some(iv),
-            reported,
-            shadow_all: self.shadow,
-        }
-    }
-
-    /// Report (consume without checking) or refund `req.cost` on the key's policy; the answer is
-    /// the state after it.
-    pub async fn adjust(&self, op: Op, req: DecisionRequest<'_>) -> Result<Decision, LimitError> {
-        let (policy, source, weight, bounds) = self.resolve(req.key, req.requested)?;
-        self.validate_cost(req.cost, &policy)?;
-        let permit = self.load.acquire(req.key.tenant, weight).await?;
-        let item = PolicyItem {
-            key: req.key,
-            policy: &policy,
-            cost: req.cost,
-            bounds,
-            shadow_all: self.shadow,
-        };
-        let v = self.store.apply(op, std::slice::from_ref(&item)).await?;
-        let waited = permit.waited;
-        drop(permit);
-        Ok(self.decision(v, &item, source, waited))
-    }
-
-    /// Consumes `req.cost` without checking (it may go over the limit).
-    pub async fn report(&self, req: DecisionRequest<'_>) -> Result<Decision, LimitError> {
-        self.adjust(Op::Report, req).await
-    }
-
-    /// Gives back up to `req.cost` of what the key consumed inside its current window.
-    pub async fn refund(&self, req: DecisionRequest<'_>) -> Result<Decision, LimitError> {
-        self.adjust(Op::Refund, req).await
-    }
-
-    /// The decision path: validate, resolve, admit, decide; then count it for the statistics.
-    pub async fn check_and_consume(
-        &self,
-        req: DecisionRequest<'_>,
-    ) -> Result<Decision, LimitError> {
-        let Some(stats) = &self.stats else {
-            return self.decide(req).await;
-        };
-        let started = std::time::Instant::now();
-        let result = self.decide(req).await;
-        stats.record(req.key, &result, started.elapsed());
-        result
-    }
-
-    async fn decide(&self, req: DecisionRequest<'_>) -> Result<Decision, LimitError> {
-        let (policy, source, weight, bounds) = self.resolve(req.key, req.requested)?;
-        self.validate_cost(req.cost, &policy)?;
-        let permit = self.load.acquire(req.key.tenant, weight).await?;
-        let item = PolicyItem {
-            key: req.key,
-            policy: &policy,
-            cost: req.cost,
-            bounds,
-            shadow_all: self.shadow,
-        };
-        let result = self
-            .store
-            .apply(Op::Consume, std::slice::from_ref(&item))
-            .await;
-        let waited = permit.waited;
-        drop(permit);
-        let decision = match result {
-            Ok(v) => self.decision(v, &item, source, waited),
-            Err(e) if e.is_transient() && self.policy == StoreErrorPolicy::Allow => {
-                let mut d = self.decision(
-                    PolicyVerdict {
-                        allowed: true,
-                        now: 0,
-                        items: Default::default(),
-                    },
-                    &item,
-                    source,
-                    waited,
-                );
-                d.outcome = Outcome::FailOpen {
-                    now: crate::clock::Clock::now_micros(&crate::clock::SystemClock),
-                };
-                d
-            }
-            Err(e) => return Err(e.into()),
-        };
-        Ok(decision)
-    }
-
-    /// Usage of a key under its effective limit, consuming nothing.
-    pub async fn status(
-        &self,
-        key: RateKey<'_>,
-        requested: Option<Limit>,
-    ) -> Result<Decision, LimitError> {
-        let (policy, source, _, bounds) = self.resolve(key, requested)?;
-        let item = PolicyItem {
-            key,
-            policy: &policy,
-            cost: 1,
-            bounds,
-            shadow_all: self.shadow,
-        };
-        let v = self
-            .store
-            .apply(Op::Status, std::slice::from_ref(&item))
-            .await?;
-        Ok(self.decision(v, &item, source, Duration::ZERO))
     }
 
     /// Applies a configuration change; new global settings take effect as it is published.

@@ -18,7 +18,7 @@ use tollgate_core::store::{
     KeyBound, KeyRefusal, MemoryStore, RedisStore, RedisStoreOptions, Store, StoreError,
 };
 use tollgate_core::{
-    DecisionRequest, Limit, LimitError, Limiter, Outcome, RateKey, StoreErrorPolicy,
+    DecisionRequest, Engine, Limit, LimitError, Limiter, Outcome, RateKey, StoreErrorPolicy,
 };
 
 fn lim(max: u64, secs: f64) -> Limit {
@@ -26,7 +26,7 @@ fn lim(max: u64, secs: f64) -> Limit {
 }
 
 /// A limiter over `store` whose tenant `quiet` has a configured limit of 3 per 600 s for `login`.
-async fn limiter(store: Arc<dyn Store>, global: GlobalSettings) -> Limiter {
+async fn limiter(store: Arc<dyn Store>, global: GlobalSettings) -> Engine {
     let config = Arc::new(
         ConfigManager::in_memory(ConfigDocument {
             global,
@@ -34,7 +34,11 @@ async fn limiter(store: Arc<dyn Store>, global: GlobalSettings) -> Limiter {
         })
         .unwrap(),
     );
-    let l = Limiter::new(config, store, StoreErrorPolicy::Allow);
+    let l = Engine::new(Arc::new(Limiter::new(
+        config,
+        store,
+        StoreErrorPolicy::Allow,
+    )));
     l.update_config(Change::SetAction {
         tenant: "quiet".into(),
         action: "login".into(),
@@ -46,7 +50,7 @@ async fn limiter(store: Arc<dyn Store>, global: GlobalSettings) -> Limiter {
 }
 
 async fn decide(
-    l: &Limiter,
+    l: &Engine,
     tenant: &str,
     client: &str,
     requested: Option<Limit>,
@@ -70,7 +74,7 @@ fn decided(r: Result<Outcome, LimitError>) -> (bool, u64) {
 
 /// The quiet tenant's existing client `old` has used 2 of 3 before the flood. After it: `old`
 /// gets exactly one more, and five new clients each get their first request.
-async fn quiet_tenant_is_exact(l: &Limiter) {
+async fn quiet_tenant_is_exact(l: &Engine) {
     assert_eq!(decided(decide(l, "quiet", "old", None).await), (true, 3));
     assert_eq!(decided(decide(l, "quiet", "old", None).await), (false, 3));
     for i in 0..5 {
@@ -79,7 +83,7 @@ async fn quiet_tenant_is_exact(l: &Limiter) {
     }
 }
 
-async fn quiet_tenant_warm_up(l: &Limiter) {
+async fn quiet_tenant_warm_up(l: &Engine) {
     for used in 1..=2 {
         assert_eq!(decided(decide(l, "quiet", "old", None).await), (true, used));
     }
@@ -361,7 +365,7 @@ fn cap_memory(server: &redis_server::RedisServer, extra: u64) {
 /// Floods `n` unique ids (distinct clients of `noisy`, or distinct tenants) with a one-minute
 /// request window; returns how many were allowed, checking every other answer is a refusal by a
 /// creation-rate bound (never a store error or fail_open).
-async fn redis_flood(l: &Limiter, n: usize, distinct_tenants: bool) -> u64 {
+async fn redis_flood(l: &Engine, n: usize, distinct_tenants: bool) -> u64 {
     let mut allowed = 0;
     for i in 0..n {
         let id = format!("flood-{i}");

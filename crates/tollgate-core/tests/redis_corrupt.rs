@@ -13,7 +13,9 @@ use tollgate_core::config::{ConfigDocument, ConfigManager};
 use tollgate_core::limiter::Outcome;
 use tollgate_core::redis_conn::RedisOptions;
 use tollgate_core::store::{RedisStore, RedisStoreOptions, Store, StoreError};
-use tollgate_core::{DecisionRequest, Limit, LimitError, Limiter, RateKey, StoreErrorPolicy};
+use tollgate_core::{
+    DecisionRequest, Engine, Limit, LimitError, Limiter, RateKey, StoreErrorPolicy,
+};
 
 /// Header layout (see `redis_policy.lua`): magic and version, then big-endian u64 fields.
 const OFF_HEAD: usize = 8;
@@ -54,9 +56,13 @@ fn set_bytes(c: &mut redis::Connection, key: &[u8], value: &[u8]) {
     let _: () = redis::cmd("SET").arg(key).arg(value).query(c).unwrap();
 }
 
-fn fresh_limiter(store: RedisStore, policy: StoreErrorPolicy) -> Limiter {
+fn fresh_limiter(store: RedisStore, policy: StoreErrorPolicy) -> Engine {
     let config = ConfigManager::in_memory(ConfigDocument::default()).unwrap();
-    Limiter::new(Arc::new(config), Arc::new(store), policy)
+    Engine::new(Arc::new(Limiter::new(
+        Arc::new(config),
+        Arc::new(store),
+        policy,
+    )))
 }
 
 fn req<'a>(key: RateKey<'a>, l: Limit) -> DecisionRequest<'a> {

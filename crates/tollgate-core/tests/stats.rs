@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use tollgate_core::clock::ManualClock;
 use tollgate_core::config::{Change, ConfigDocument, ConfigManager, GlobalPatch};
-use tollgate_core::stats::{Gauges, OutcomeCounts, StatOutcome, Stats, TenantStats};
+use tollgate_core::stats::{DecisionOutcome, Gauges, OutcomeCounts, Stats, TenantStats};
 use tollgate_core::store::MemoryStore;
-use tollgate_core::{DecisionRequest, Limit, LimitError, Limiter, RateKey, StoreErrorPolicy};
+use tollgate_core::{
+    DecisionRequest, Engine, Limit, LimitError, Limiter, RateKey, StoreErrorPolicy,
+};
 
 fn limiter(max_tenants: usize) -> Arc<Limiter> {
     let store = Arc::new(MemoryStore::new(
@@ -22,14 +24,20 @@ fn limiter(max_tenants: usize) -> Arc<Limiter> {
     )
 }
 
-async fn decide(l: &Limiter, tenant: &str, client: &str, max: u64) -> Result<bool, LimitError> {
-    l.check_and_consume(DecisionRequest {
-        key: RateKey::new(tenant, client, "read"),
-        requested: Some(Limit::new(max, 60.0).unwrap()),
-        cost: 1,
-    })
-    .await
-    .map(|d| matches!(d.outcome, tollgate_core::Outcome::Decided(v) if v.allowed))
+async fn decide(
+    l: &Arc<Limiter>,
+    tenant: &str,
+    client: &str,
+    max: u64,
+) -> Result<bool, LimitError> {
+    Engine::new(l.clone())
+        .check_and_consume(DecisionRequest {
+            key: RateKey::new(tenant, client, "read"),
+            requested: Some(Limit::new(max, 60.0).unwrap()),
+            cost: 1,
+        })
+        .await
+        .map(|d| matches!(d.outcome, tollgate_core::Outcome::Decided(v) if v.allowed))
 }
 
 fn row<'a>(rows: &'a [TenantStats], tenant: &str) -> &'a TenantStats {
@@ -51,7 +59,7 @@ async fn report_counts_equal_the_scripted_decisions() {
         decide(&l, "beta", &format!("c{i}"), 10).await.unwrap();
     }
     // Not decisions: no limit given and none configured.
-    let none = l
+    let none = Engine::new(l.clone())
         .check_and_consume(DecisionRequest {
             key: RateKey::new("gamma", "c", "read"),
             requested: None,
@@ -156,11 +164,11 @@ async fn admission_shares_sit_next_to_weighted_fair_shares() {
     // 40 slots were granted in the interval. noisy wanted 200 and got 20; heavy (weight 2)
     // wanted 100 and got 16; quiet wanted 4 and got them. Fair: quiet 4, then 36 split 2:1
     // between heavy (24) and noisy (12).
-    record("noisy", StatOutcome::Allowed, 20);
-    record("noisy", StatOutcome::Shed, 180);
-    record("heavy", StatOutcome::Denied, 16);
-    record("heavy", StatOutcome::Shed, 84);
-    record("quiet", StatOutcome::Allowed, 4);
+    record("noisy", DecisionOutcome::Allowed, 20);
+    record("noisy", DecisionOutcome::Shed, 180);
+    record("heavy", DecisionOutcome::Denied, 16);
+    record("heavy", DecisionOutcome::Shed, 84);
+    record("quiet", DecisionOutcome::Allowed, 4);
     stats.tick(1, Gauges::default());
     let r = stats.report(&l);
     let close = |a: f64, b: f64| (a - b).abs() < 1e-9;

@@ -7,10 +7,11 @@ use tollgate_core::clock::ManualClock;
 use tollgate_core::config::{Change, ConfigDocument, ConfigManager};
 use tollgate_core::store::{MemoryStore, Store};
 use tollgate_core::{
-    DecisionRequest, Limit, LimitError, Limiter, RateKey, StoreErrorPolicy, UnknownTenantPolicy,
+    DecisionRequest, Engine, Limit, LimitError, Limiter, RateKey, StoreErrorPolicy,
+    UnknownTenantPolicy,
 };
 
-fn limiter(policy: UnknownTenantPolicy) -> (Limiter, Arc<MemoryStore>) {
+fn limiter(policy: UnknownTenantPolicy) -> (Engine, Arc<MemoryStore>) {
     let store = Arc::new(MemoryStore::new(
         Arc::new(ManualClock::new(1_000_000)),
         1000,
@@ -18,7 +19,7 @@ fn limiter(policy: UnknownTenantPolicy) -> (Limiter, Arc<MemoryStore>) {
     let config = ConfigManager::in_memory(ConfigDocument::default()).unwrap();
     let limiter = Limiter::new(Arc::new(config), store.clone(), StoreErrorPolicy::Allow)
         .with_unknown_tenants(policy);
-    (limiter, store)
+    (Engine::new(Arc::new(limiter)), store)
 }
 
 fn req<'a>(tenant: &'a str) -> DecisionRequest<'a> {
@@ -50,7 +51,7 @@ async fn deny_refuses_unconfigured_tenants_before_any_state() {
         );
     }
     assert_eq!(store.tracked_keys(), Some(0), "no key was created");
-    let counters = limiter.load().counters();
+    let counters = limiter.load_counters();
     assert_eq!(
         counters
             .dispatched
@@ -84,7 +85,11 @@ async fn allow_is_the_default_and_decides_unconfigured_tenants() {
         1000,
     ));
     let config = ConfigManager::in_memory(ConfigDocument::default()).unwrap();
-    let limiter = Limiter::new(Arc::new(config), store.clone(), StoreErrorPolicy::Allow);
+    let limiter = Engine::new(Arc::new(Limiter::new(
+        Arc::new(config),
+        store.clone(),
+        StoreErrorPolicy::Allow,
+    )));
     assert!(limiter.check_and_consume(req("anyone")).await.is_ok());
     let (limiter, _) = self::limiter(UnknownTenantPolicy::Allow);
     assert!(limiter.check_and_consume(req("anyone")).await.is_ok());

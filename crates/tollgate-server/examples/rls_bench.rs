@@ -2,8 +2,14 @@
 //! `POST /api/check_and_consume` on the same running server, same key mix, same concurrency,
 //! alternating the two front ends in one run. Driven by `scripts/bench-rls`.
 //!
-//! Usage: rls_bench HTTP_ADDR RLS_ADDR [CONCURRENCY=32] [SECONDS=5] [RUNS=3]
+//! Usage: rls_bench HTTP_ADDR RLS_ADDR [CONCURRENCY=32] [SECONDS=5] [RUNS=3] [SERVER_PID CLK_TCK]
+//!        [RLS_CONNECTIONS=CONCURRENCY]
 //! Only loopback addresses are accepted: this is a load generator.
+//!
+//! The load generator shares the machine's cores with the server, and a gRPC client costs more
+//! CPU per call than an HTTP/1 one, so decisions per second partly measure the client. Given the
+//! server's pid, each phase also reports the server's own CPU time per decision (utime + stime
+//! from `/proc/PID/stat`), which compares what each front end costs the service itself.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,7 +104,12 @@ async fn http_phase(addr: SocketAddr, conc: usize, dur: Duration) -> (f64, Arc<T
     (done as f64 / start.elapsed().as_secs_f64(), tally)
 }
 
-async fn rls_phase(addr: SocketAddr, conc: usize, dur: Duration) -> (f64, Arc<Tally>) {
+async fn rls_phase(
+    addr: SocketAddr,
+    conc: usize,
+    conns: usize,
+    dur: Duration,
+) -> (f64, Arc<Tally>) {
     let reqs: Arc<Vec<RateLimitRequest>> = Arc::new(
         keys()
             .into_iter()
@@ -120,16 +131,20 @@ async fn rls_phase(addr: SocketAddr, conc: usize, dur: Duration) -> (f64, Arc<Ta
             .collect(),
     );
     let tally = Arc::new(Tally::default());
-    let mut clients = Vec::with_capacity(conc);
-    for _ in 0..conc {
-        // One HTTP/2 connection per worker, the same number of connections as the HTTP phase.
+    // `conns` HTTP/2 connections, the workers spread over them: one per worker is the same number
+    // of connections as the HTTP phase; Envoy itself keeps one per worker thread and multiplexes.
+    let mut channels = Vec::with_capacity(conns);
+    for _ in 0..conns.max(1) {
         let ch = tonic::transport::Channel::from_shared(format!("http://{addr}"))
             .expect("uri")
             .connect()
             .await
             .expect("connect to the RLS listener");
-        clients.push(RateLimitServiceClient::new(ch));
+        channels.push(ch);
     }
+    let clients: Vec<_> = (0..conc)
+        .map(|w| RateLimitServiceClient::new(channels[w % channels.len()].clone()))
+        .collect();
     let start = Instant::now();
     let tasks: Vec<_> = clients
         .into_iter()
@@ -155,6 +170,17 @@ async fn rls_phase(addr: SocketAddr, conc: usize, dur: Duration) -> (f64, Arc<Ta
     }
     let done = tally.ok.load(Ordering::Relaxed) + tally.denied.load(Ordering::Relaxed);
     (done as f64 / start.elapsed().as_secs_f64(), tally)
+}
+
+/// The process' user + system CPU time in seconds, from `/proc/PID/stat` (fields 14 and 15).
+fn cpu_seconds(pid: u32, ticks_per_second: f64) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it follow its closing ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / ticks_per_second)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -183,35 +209,56 @@ fn main() {
     let conc = arg(3, 32) as usize;
     let dur = Duration::from_secs(arg(4, 5));
     let runs = arg(5, 3);
+    let server = args.get(6).and_then(|s| s.parse::<u32>().ok());
+    let tck = arg(7, 100) as f64;
+    let cpu = move || server.and_then(|pid| cpu_seconds(pid, tck));
+    let rls_conns = arg(8, conc as u64) as usize;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
         println!(
-            "{} workers, {}s per phase, {runs} runs alternating; same 20,000-key mix",
+            "{} workers, {}s per phase, {runs} runs alternating; same 20,000-key mix; HTTP over {} connections, RLS over {}",
             conc,
-            dur.as_secs()
+            dur.as_secs(),
+            conc,
+            rls_conns
         );
         let (mut h, mut r, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut hc, mut rc) = (Vec::new(), Vec::new());
         for run in 1..=runs {
+            let c0 = cpu();
             let (hr, ht) = http_phase(http, conc, dur).await;
+            let c1 = cpu();
+            let hn = ht.ok.load(Ordering::Relaxed) + ht.denied.load(Ordering::Relaxed);
+            let h_us = c0.zip(c1).map(|(a, b)| (b - a) * 1e6 / hn.max(1) as f64);
             println!(
-                "run {run}  HTTP check_and_consume {hr:>10.0} decisions/s  (ok {}, denied {}, failed {})",
+                "run {run}  HTTP check_and_consume {hr:>10.0} decisions/s  (ok {}, denied {}, failed {}){}",
                 ht.ok.load(Ordering::Relaxed),
                 ht.denied.load(Ordering::Relaxed),
-                ht.failed.load(Ordering::Relaxed)
+                ht.failed.load(Ordering::Relaxed),
+                h_us.map_or(String::new(), |u| format!("  server CPU {u:.1} us/decision"))
             );
-            let (rr, rt) = rls_phase(rls, conc, dur).await;
+            let c2 = cpu();
+            let (rr, rt) = rls_phase(rls, conc, rls_conns, dur).await;
+            let c3 = cpu();
+            let rn = rt.ok.load(Ordering::Relaxed) + rt.denied.load(Ordering::Relaxed);
+            let r_us = c2.zip(c3).map(|(a, b)| (b - a) * 1e6 / rn.max(1) as f64);
             println!(
-                "run {run}  RLS ShouldRateLimit    {rr:>10.0} decisions/s  (ok {}, over limit {}, failed {})",
+                "run {run}  RLS ShouldRateLimit    {rr:>10.0} decisions/s  (ok {}, over limit {}, failed {}){}",
                 rt.ok.load(Ordering::Relaxed),
                 rt.denied.load(Ordering::Relaxed),
-                rt.failed.load(Ordering::Relaxed)
+                rt.failed.load(Ordering::Relaxed),
+                r_us.map_or(String::new(), |u| format!("  server CPU {u:.1} us/decision"))
             );
             h.push(hr);
             r.push(rr);
             ratios.push(rr / hr);
+            if let (Some(a), Some(b)) = (h_us, r_us) {
+                hc.push(a);
+                rc.push(b);
+            }
         }
         println!(
             "median: HTTP {:.0}/s, RLS {:.0}/s, RLS/HTTP {:.3} (target >= 1)",
@@ -219,5 +266,12 @@ fn main() {
             median(r),
             median(ratios)
         );
+        if !hc.is_empty() {
+            let (a, b) = (median(hc), median(rc));
+            println!(
+                "median server CPU per decision: HTTP {a:.1} us, RLS {b:.1} us; decisions per server CPU second RLS/HTTP {:.3}",
+                a / b
+            );
+        }
     });
 }

@@ -64,14 +64,14 @@ pub struct Changes {
 
 /// Puts `doc` (the file's configuration) in force, unless it already is.
 pub async fn apply(state: &AppState, doc: ConfigDocument) -> Result<Applied, ConfigError> {
-    let before = state.limiter().config().snapshot_arc();
+    let before = state.engine().config_arc();
     if already_in_force(&before, &doc) {
         return Ok(Applied::Unchanged {
             version: before.version,
         });
     }
     let after = state
-        .limiter()
+        .engine()
         .update_config(Change::ReplaceAll(doc))
         .await?;
     Ok(Applied::Replaced {
@@ -189,7 +189,7 @@ impl FileWatch {
     /// start (the operator is there to see it); at runtime the configuration in force stays.
     pub async fn start(state: &AppState, path: PathBuf) -> anyhow::Result<Self> {
         let content = read(&path).await;
-        if !state.limiter().config().is_loaded() {
+        if !state.engine().is_loaded() {
             // Redis was unreachable at start-up: the file's configuration is in force as the
             // placeholder, and the first poll after the stored one is loaded puts the file over it.
             content.clone().map_err(anyhow::Error::msg)?;
@@ -218,7 +218,7 @@ impl FileWatch {
     /// SIGHUP: read and apply the file whatever was tried before, so a configuration that drifted
     /// from the file (another instance's write through Redis) is put back.
     pub async fn on_sighup(&mut self, state: &AppState) {
-        if !state.limiter().config().is_loaded() {
+        if !state.engine().is_loaded() {
             return;
         }
         let content = read(&self.path).await;
@@ -229,7 +229,7 @@ impl FileWatch {
     pub async fn on_poll(&mut self, state: &AppState) {
         // Until the stored configuration is loaded (Redis down at start-up) there is nothing to
         // replace; `last` stays unset so the first poll after loading applies the file.
-        if !state.limiter().config().is_loaded() {
+        if !state.engine().is_loaded() {
             return;
         }
         let content = read(&self.path).await;

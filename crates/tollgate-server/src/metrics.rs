@@ -8,17 +8,17 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_trait::async_trait;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use parking_lot::RwLock;
-use tollgate_core::limit::{Limit, RateKey};
 use tollgate_core::load::Shed;
-use tollgate_core::store::{KeyBounds, Store, StoreError};
-use tollgate_core::window::Verdict;
-use tollgate_core::{Decision, LimitError, Limiter, Outcome};
+use tollgate_core::policy::Op;
+use tollgate_core::store::StoreError;
+use tollgate_core::{DecisionObserver, DecisionSummary, Engine};
+
+pub use tollgate_core::{Api, DecisionOutcome};
 
 /// Tenants that get their own label value; decisions of later tenants count in the overflow series.
 pub const MAX_TENANT_LABELS: usize = 100;
@@ -161,19 +161,10 @@ fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
     )
 }
 
-/// Which front end a decision came through: the `api` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Api {
-    Http = 0,
-    Rls = 1,
-}
-
-const APIS: [&str; 2] = ["http", "rls"];
-
 /// Per-tenant handles, registered when a tenant first gets a label.
 struct TenantHandles {
-    /// Indexed by [`Api`], then like [`OUTCOMES`].
-    decisions: [[Counter; 6]; 2],
+    /// Indexed by [`Api`], then by [`DecisionOutcome`].
+    decisions: [[Counter; tollgate_core::outcome::OUTCOMES]; 2],
     queued: Gauge,
     tracked_keys: Gauge,
     /// Indexed like [`BUDGET_BOUNDS`].
@@ -197,55 +188,6 @@ fn budget_bound(e: &StoreError) -> Option<usize> {
         _ => return None,
     };
     BUDGET_BOUNDS.iter().position(|b| *b == name)
-}
-
-/// The `outcome` label values of `tollgate_decisions_total`, indexed by [`DecisionOutcome`].
-const OUTCOMES: [&str; 6] = [
-    "allowed",
-    "denied",
-    "shed",
-    "fail_open",
-    "error",
-    "shadow_denied",
-];
-
-/// How a decision request ended, for `tollgate_decisions_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DecisionOutcome {
-    Allowed = 0,
-    Denied = 1,
-    Shed = 2,
-    FailOpen = 3,
-    /// The store could not decide and policy is deny, or the key budget is exhausted.
-    Error = 4,
-    /// Allowed only because the limit that would have denied is a shadow limit.
-    ShadowDenied = 5,
-}
-
-impl DecisionOutcome {
-    /// The outcome of a limiter call; `None` for requests that never reached a decision
-    /// (invalid arguments, no limit).
-    pub fn of(result: &Result<Decision, LimitError>) -> Option<Self> {
-        match result {
-            Ok(d) => Some(match d.outcome {
-                Outcome::Decided(v)
-                    if v.allowed
-                        && d.verdict
-                            .as_ref()
-                            .is_some_and(|iv| iv.shadow_denied.is_some()) =>
-                {
-                    DecisionOutcome::ShadowDenied
-                }
-                Outcome::Decided(v) if v.allowed => DecisionOutcome::Allowed,
-                Outcome::Decided(_) => DecisionOutcome::Denied,
-                Outcome::FailOpen { .. } => DecisionOutcome::FailOpen,
-            }),
-            Err(LimitError::Shed(_)) => Some(DecisionOutcome::Shed),
-            Err(LimitError::Store(_)) => Some(DecisionOutcome::Error),
-            // Refused before a decision; unknown tenants must not claim metric labels either.
-            Err(LimitError::Invalid(_) | LimitError::NoLimit | LimitError::UnknownTenant) => None,
-        }
-    }
 }
 
 /// The service's metrics.
@@ -325,8 +267,12 @@ impl Metrics {
             tenants: RwLock::new(HashMap::new()),
             other_limit: limit_counters(&recorder, ("limit_overflow", "true")),
             limits: RwLock::new(HashMap::new()),
-            decision_duration: APIS
-                .map(|api| h("tollgate_decision_duration_seconds", &[("api", api)])),
+            decision_duration: Api::ALL.map(|api| {
+                h(
+                    "tollgate_decision_duration_seconds",
+                    &[("api", api.as_str())],
+                )
+            }),
             queue_wait: h("tollgate_queue_wait_seconds", &[]),
             store_check_duration: h(store_duration, &[("op", "check_and_consume")]),
             store_status_duration: h(store_duration, &[("op", "status")]),
@@ -373,67 +319,22 @@ impl Metrics {
         f(map.get(tenant).unwrap_or(&self.other))
     }
 
-    /// Records one `check_and_consume` call that reached the limiter.
-    pub fn record_decision(
-        &self,
-        tenant: &str,
-        result: &Result<Decision, LimitError>,
-        started: Instant,
-    ) {
-        let Some(outcome) = DecisionOutcome::of(result) else {
-            return;
-        };
-        let store_error = match result {
-            Err(LimitError::Store(e)) => Some(e),
-            _ => None,
-        };
-        let waited = result.as_ref().ok().map(|d| d.waited);
-        // The limit the answer reports (or the shadow limit that would have denied), by name.
-        let limit_name = result.as_ref().ok().and_then(|d| {
-            let named = d
-                .verdict
-                .as_ref()
-                .and_then(|iv| iv.shadow_denied)
-                .unwrap_or(d.reported);
-            d.policy.limits.get(named).and_then(|l| l.name.as_deref())
-        });
-        self.record_outcome(
-            Api::Http,
-            tenant,
-            outcome,
-            started,
-            waited,
-            store_error,
-            limit_name,
-        );
-    }
-
-    /// Records one decision of either front end: its outcome, duration and queue wait, and the
-    /// bound behind a refused new key.
-    // Each argument is one dimension of the recorded decision; a struct would only rename them.
-    #[allow(clippy::too_many_arguments)]
-    pub fn record_outcome(
-        &self,
-        api: Api,
-        tenant: &str,
-        outcome: DecisionOutcome,
-        started: Instant,
-        waited: Option<Duration>,
-        store_error: Option<&StoreError>,
-        limit_name: Option<&str>,
-    ) {
-        self.decision_duration[api as usize].record(started.elapsed());
-        if let Some(w) = waited {
+    /// Records one decision of either front end: its outcome, duration and queue wait, the
+    /// bound behind a refused new key, and the named limit it was decided under.
+    pub fn record_outcome(&self, d: &DecisionSummary<'_>) {
+        let api = d.api as usize;
+        self.decision_duration[api].record(d.took);
+        if let Some(w) = d.waited {
             self.queue_wait.record(w);
         }
-        if let Some(i) = store_error.and_then(budget_bound) {
-            self.with_tenant(tenant, |t| t.budget_rejections[i].increment(1));
+        if let Some(i) = d.store_error.and_then(budget_bound) {
+            self.with_tenant(d.key.tenant, |t| t.budget_rejections[i].increment(1));
         }
-        self.with_tenant(tenant, |t| {
-            t.decisions[api as usize][outcome as usize].increment(1)
+        self.with_tenant(d.key.tenant, |t| {
+            t.decisions[api][d.outcome as usize].increment(1)
         });
-        if let Some(name) = limit_name {
-            let i = match outcome {
+        if let Some(name) = d.limit_name {
+            let i = match d.outcome {
                 DecisionOutcome::Allowed => 0,
                 DecisionOutcome::Denied => 1,
                 DecisionOutcome::ShadowDenied => 2,
@@ -469,8 +370,13 @@ impl Metrics {
         }
     }
 
-    fn record_store(&self, hist: &Histogram, started: Instant, err: Option<&StoreError>) {
-        hist.record(started.elapsed());
+    /// Records one store call the engine made.
+    pub fn record_store(&self, op: Op, took: Duration, err: Option<&StoreError>) {
+        let hist = match op {
+            Op::Status => &self.store_status_duration,
+            Op::Consume | Op::Report | Op::Refund => &self.store_check_duration,
+        };
+        hist.record(took);
         match err {
             Some(StoreError::Unavailable(_)) => self.store_unavailable.increment(1),
             Some(StoreError::KeyBudgetExhausted { .. } | StoreError::TenantKeyBudget(_)) => {
@@ -482,19 +388,17 @@ impl Metrics {
     }
 
     /// Refreshes the gauges that mirror other components, then renders the exposition text.
-    pub fn render(&self, limiter: &Limiter) -> String {
-        let store = limiter.store();
+    pub fn render(&self, engine: &Engine) -> String {
         self.store_healthy
-            .set(if store.is_healthy() { 1.0 } else { 0.0 });
-        if let Some(n) = store.tracked_keys() {
+            .set(if engine.store_healthy() { 1.0 } else { 0.0 });
+        if let Some(n) = engine.tracked_keys() {
             self.tracked_keys.set(n as f64);
         }
-        let load = limiter.load();
-        let snap = load.snapshot();
+        let snap = engine.load();
         self.in_flight.set(snap.in_flight as f64);
         self.capacity.set(snap.capacity as f64);
         self.queued.set(snap.queued as f64);
-        let counters = load.counters();
+        let counters = engine.load_counters();
         let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         self.dispatched.absolute(get(&counters.dispatched));
         self.dispatched_after_wait
@@ -506,10 +410,9 @@ impl Metrics {
             .absolute(get(&counters.rejected_timeout));
         self.rejected_shutdown
             .absolute(get(&counters.rejected_shutdown));
-        self.config_version
-            .set(limiter.config().snapshot().version as f64);
+        self.config_version.set(engine.config().version as f64);
         // Zero every labelled queue first: a tenant whose queue emptied must not keep its last value.
-        let per_tenant = load.queued_per_tenant();
+        let per_tenant = engine.queued_per_tenant();
         {
             let map = self.tenants.read();
             for t in map.values() {
@@ -528,7 +431,7 @@ impl Metrics {
             }
             self.other.tracked_keys.set(0.0);
         }
-        store.for_each_tenant_keys(&mut |tenant, n| {
+        engine.for_each_tenant_keys(&mut |tenant, n| {
             self.with_tenant(tenant, |t| t.tracked_keys.increment(n as f64))
         });
         self.handle.render()
@@ -572,10 +475,13 @@ fn limit_counters(recorder: &PrometheusRecorder, label: (&'static str, &str)) ->
 fn tenant_handles(recorder: &PrometheusRecorder, label: (&'static str, &str)) -> TenantHandles {
     let name = "tollgate_decisions_total";
     TenantHandles {
-        decisions: APIS.map(|api| {
-            OUTCOMES.map(|outcome| {
+        decisions: Api::ALL.map(|api| {
+            DecisionOutcome::ALL.map(|outcome| {
                 recorder.register_counter(
-                    &key(name, &[label, ("api", api), ("outcome", outcome)]),
+                    &key(
+                        name,
+                        &[label, ("api", api.as_str()), ("outcome", outcome.as_str())],
+                    ),
                     &META,
                 )
             })
@@ -604,95 +510,13 @@ impl Drop for UpkeepGuard {
     }
 }
 
-/// A store that times every call and counts its errors, around any other store.
-pub struct InstrumentedStore {
-    inner: Arc<dyn Store>,
-    metrics: Arc<Metrics>,
-}
-
-impl InstrumentedStore {
-    pub fn new(inner: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
-        Self { inner, metrics }
-    }
-}
-
-#[async_trait]
-impl Store for InstrumentedStore {
-    async fn check_and_consume(
-        &self,
-        key: RateKey<'_>,
-        limit: Limit,
-        cost: u64,
-    ) -> Result<Verdict, StoreError> {
-        let started = Instant::now();
-        let r = self.inner.check_and_consume(key, limit, cost).await;
-        self.metrics.record_store(
-            &self.metrics.store_check_duration,
-            started,
-            r.as_ref().err(),
-        );
-        r
+/// The engine reports its store calls and decisions here.
+impl DecisionObserver for Metrics {
+    fn store_call(&self, op: Op, took: Duration, error: Option<&StoreError>) {
+        self.record_store(op, took, error);
     }
 
-    async fn check_and_consume_bounded(
-        &self,
-        key: RateKey<'_>,
-        limit: Limit,
-        cost: u64,
-        bounds: KeyBounds,
-    ) -> Result<Verdict, StoreError> {
-        let started = Instant::now();
-        let r = self
-            .inner
-            .check_and_consume_bounded(key, limit, cost, bounds)
-            .await;
-        self.metrics.record_store(
-            &self.metrics.store_check_duration,
-            started,
-            r.as_ref().err(),
-        );
-        r
-    }
-
-    async fn status(&self, key: RateKey<'_>, limit: Limit) -> Result<Verdict, StoreError> {
-        let started = Instant::now();
-        let r = self.inner.status(key, limit).await;
-        self.metrics.record_store(
-            &self.metrics.store_status_duration,
-            started,
-            r.as_ref().err(),
-        );
-        r
-    }
-
-    async fn apply(
-        &self,
-        op: tollgate_core::policy::Op,
-        items: &[tollgate_core::policy::PolicyItem<'_>],
-    ) -> Result<tollgate_core::policy::PolicyVerdict, StoreError> {
-        let started = Instant::now();
-        let r = self.inner.apply(op, items).await;
-        let hist = match op {
-            tollgate_core::policy::Op::Status => &self.metrics.store_status_duration,
-            _ => &self.metrics.store_check_duration,
-        };
-        self.metrics.record_store(hist, started, r.as_ref().err());
-        r
-    }
-
-    fn is_healthy(&self) -> bool {
-        self.inner.is_healthy()
-    }
-
-    fn tracked_keys(&self) -> Option<u64> {
-        self.inner.tracked_keys()
-    }
-
-    fn for_each_tenant_keys(&self, f: &mut dyn FnMut(&str, u64)) {
-        self.inner.for_each_tenant_keys(f)
-    }
-
-    fn kind(&self) -> &'static str {
-        self.inner.kind()
+    fn decision(&self, summary: &DecisionSummary<'_>) {
+        self.record_outcome(summary);
     }
 }

@@ -18,7 +18,7 @@ use tollgate_core::{Limiter, StoreErrorPolicy, UnknownTenantPolicy};
 use crate::api::router_with;
 use crate::cli::{OnStoreError, RunArgs, StoreKind, UnknownTenants};
 use crate::hardening::HttpLimits;
-use crate::metrics::{InstrumentedStore, Metrics};
+use crate::metrics::Metrics;
 use crate::state::AppState;
 
 pub use crate::config_file::read_config_file;
@@ -33,6 +33,10 @@ pub struct Service {
     pub drain_delay: Duration,
     /// The Envoy RLS (gRPC) listener, when enabled; served alongside HTTP by [`run`].
     pub rls: Option<TcpListener>,
+    /// The limiter the flags describe, for embedding code and tests that need its parts (the load
+    /// manager, the store); `None` for a service around a given state. Front ends use
+    /// `state.engine()` and nothing else.
+    pub limiter: Option<Arc<Limiter>>,
     /// Background work that stops when dropped (the memory store's sweep).
     _background: Vec<Box<dyn std::any::Any + Send>>,
 }
@@ -45,6 +49,7 @@ impl Service {
             http: HttpLimits::default(),
             drain_delay: Duration::ZERO,
             rls: None,
+            limiter: None,
             _background: Vec::new(),
         }
     }
@@ -163,7 +168,6 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
     };
     let metrics = Arc::new(Metrics::new());
     background.push(Box::new(metrics.spawn_upkeep(Duration::from_secs(5))));
-    let store: Arc<dyn Store> = Arc::new(InstrumentedStore::new(store, metrics.clone()));
     let unknown_tenants = match args.unknown_tenants {
         UnknownTenants::Allow => UnknownTenantPolicy::Allow,
         UnknownTenants::Deny => UnknownTenantPolicy::Deny,
@@ -189,7 +193,7 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
         background.push(Box::new(connector.spawn(limiter.clone())));
     }
     let state = AppState::with_decision_auth(
-        limiter,
+        limiter.clone(),
         args.admin_token.clone(),
         metrics,
         args.decision_auth,
@@ -220,6 +224,7 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
         http,
         drain_delay,
         rls: None,
+        limiter: Some(limiter),
         _background: background,
     })
 }
@@ -280,7 +285,7 @@ pub async fn run(
     let server = tokio::spawn(crate::listen::serve(listener, app, service.http, signal));
     // Wait for the listener to close, then give accepted work the grace period.
     if drain_rx.await.is_ok() {
-        let limiter = state.limiter();
+        let engine = state.engine();
         let deadline = tokio::time::sleep(grace);
         tokio::pin!(deadline);
         let mut server = server;
@@ -288,7 +293,7 @@ pub async fn run(
             r = &mut server => { r.context("server task failed")??; }
             _ = &mut deadline => {
                 tracing::warn!("grace period over; answering queued and running requests shutting_down");
-                limiter.load().reject_all_queued();
+                engine.reject_all_queued();
                 state.end_grace();
                 // Those answers take a moment to write; do not wait on idle connections forever.
                 match tokio::time::timeout(Duration::from_secs(1), &mut server).await {

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use tollgate_core::Limiter;
+use subtle::ConstantTimeEq;
+use tollgate_core::{Engine, Limiter};
 
 pub use crate::cli::DecisionAuth;
 use crate::metrics::Metrics;
@@ -16,7 +17,8 @@ pub struct AppState {
 }
 
 pub struct Shared {
-    pub limiter: Arc<Limiter>,
+    /// The one API into the core; reports decisions and store calls to `metrics`.
+    engine: Engine,
     /// Set when shutdown begins; health turns 503 `draining` from then on.
     pub draining: AtomicBool,
     /// When set, `/api/config*` requires `Authorization: Bearer <token>`.
@@ -39,7 +41,7 @@ impl AppState {
         Self::with_metrics(limiter, admin_token, Arc::new(Metrics::new()))
     }
 
-    /// Like [`AppState::new`], sharing `metrics` (e.g. with an [`crate::metrics::InstrumentedStore`]).
+    /// Like [`AppState::new`], recording into `metrics` (shared with the caller).
     pub fn with_metrics(
         limiter: Arc<Limiter>,
         admin_token: Option<String>,
@@ -55,9 +57,10 @@ impl AppState {
         metrics: Arc<Metrics>,
         decision_auth: DecisionAuth,
     ) -> Self {
+        let engine = Engine::new(limiter).with_observer(metrics.clone());
         Self {
             inner: Arc::new(Shared {
-                limiter,
+                engine,
                 draining: AtomicBool::new(false),
                 admin_token,
                 metrics,
@@ -73,8 +76,9 @@ impl AppState {
         &self.inner.metrics
     }
 
-    pub fn limiter(&self) -> &Limiter {
-        &self.inner.limiter
+    /// The engine: every call into the core goes through it.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
     }
 
     /// Makes `path` the source of truth for the configuration (see `crate::config_file`); set
@@ -101,9 +105,14 @@ impl AppState {
         }
     }
 
-    /// The engine API over this state's limiter, for front ends.
-    pub fn engine(&self) -> tollgate_core::engine::Engine {
-        tollgate_core::engine::Engine::new(self.inner.limiter.clone())
+    /// Whether `given` is the configured admin token (false when none is configured). The one
+    /// comparison every admin check uses: constant-time, so response timing does not reveal how
+    /// much of a guess was right.
+    pub fn is_admin(&self, given: &[u8]) -> bool {
+        self.inner
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| bool::from(given.ct_eq(t.as_bytes())))
     }
 
     pub fn is_draining(&self) -> bool {
@@ -113,5 +122,39 @@ impl AppState {
     /// Ends the grace period: requests still running are answered `shutting_down`.
     pub fn end_grace(&self) {
         self.inner.grace_over.send_replace(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tollgate_core::config::{ConfigDocument, ConfigManager};
+    use tollgate_core::store::MemoryStore;
+    use tollgate_core::{Limiter, StoreErrorPolicy};
+
+    use super::AppState;
+
+    fn state(token: Option<&str>) -> AppState {
+        let config = ConfigManager::in_memory(ConfigDocument::default()).unwrap();
+        let store = Arc::new(MemoryStore::new(
+            Arc::new(tollgate_core::clock::SystemClock),
+            10,
+        ));
+        let limiter = Limiter::new(Arc::new(config), store, StoreErrorPolicy::Allow);
+        AppState::new(Arc::new(limiter), token.map(String::from))
+    }
+
+    #[test]
+    fn admin_token_matches_only_itself() {
+        let s = state(Some("s3cret"));
+        assert!(s.is_admin(b"s3cret"));
+        for wrong in [&b""[..], b"s3cre", b"s3cret ", b"S3CRET", b"s3cres"] {
+            assert!(!s.is_admin(wrong), "{wrong:?}");
+        }
+        // With no admin token configured nothing is the admin token, not even an empty one.
+        let open = state(None);
+        assert!(!open.is_admin(b""));
+        assert!(!open.is_admin(b"s3cret"));
     }
 }

@@ -88,12 +88,9 @@ async fn an_omitted_queue_timeout_keeps_a_concurrent_acknowledged_change() {
         serde_json::json!({"max_global_concurrent_requests": 7, "max_tenant_queue_size": 3, "queue_timeout_ms": 5000, "max_keys_per_tenant": 1_000_000, "new_keys_per_second": 1000, "max_request_window_seconds": 31_536_000}),
         "the acknowledged timeout change was undone"
     );
-    let g = svc.state.limiter().config().snapshot().global;
+    let g = svc.state.engine().config().global;
     assert_eq!(g.queue_timeout_ms, 5000);
-    assert_eq!(
-        svc.state.limiter().load().snapshot().timeout.as_millis(),
-        5000
-    );
+    assert_eq!(svc.state.engine().load().timeout.as_millis(), 5000);
 }
 
 async fn put_global(svc: &support::TestService, body: &str) -> support::Reply {
@@ -129,7 +126,7 @@ async fn any_subset_of_the_global_keys_may_be_given() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["global"]["max_global_concurrent_requests"], 9);
     assert_eq!(r.json()["version"].as_u64().unwrap(), before + 1);
-    let load = svc.state.limiter().load().snapshot();
+    let load = svc.state.engine().load();
     assert_eq!(
         (load.capacity, load.max_queue, load.timeout.as_millis()),
         (9, 0, 250)
@@ -140,7 +137,7 @@ async fn any_subset_of_the_global_keys_may_be_given() {
 #[tokio::test]
 async fn a_partial_global_change_is_validated_as_a_whole() {
     let svc = service(None);
-    let v0 = svc.state.limiter().config().snapshot().version;
+    let v0 = svc.state.engine().config().version;
     for (body, field) in [
         (
             r#"{"max_global_concurrent_requests":0}"#,
@@ -160,7 +157,7 @@ async fn a_partial_global_change_is_validated_as_a_whole() {
     }
     let r = put_global(&svc, r#"{"queue_timeout":5}"#).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
-    let snap = svc.state.limiter().config().snapshot();
+    let snap = svc.state.engine().config();
     assert_eq!(snap.version, v0, "nothing changed");
     assert_eq!(
         snap.global,

@@ -19,18 +19,16 @@ use tollgate_core::config::{ConfigDocument, ConfigManager};
 use tollgate_core::redis_conn::RedisOptions;
 use tollgate_core::store::{MemoryStore, RedisStore, RedisStoreOptions, Store};
 use tollgate_core::{Limiter, StoreErrorPolicy};
-use tollgate_server::metrics::{InstrumentedStore, Metrics};
 use tollgate_server::state::AppState;
 
 fn app_over(store: Arc<dyn Store>) -> axum::Router {
-    let metrics = Arc::new(Metrics::new());
     let config = ConfigManager::in_memory(ConfigDocument::default()).unwrap();
     let limiter = Arc::new(Limiter::new(
         Arc::new(config),
-        Arc::new(InstrumentedStore::new(store, metrics.clone())),
+        store,
         StoreErrorPolicy::Allow,
     ));
-    tollgate_server::api::router(AppState::with_metrics(limiter, None, metrics))
+    tollgate_server::api::router(AppState::new(limiter, None))
 }
 
 async fn check(app: &axum::Router, tenant: &str, client: &str, window: Option<f64>) -> Reply {

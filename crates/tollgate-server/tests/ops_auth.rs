@@ -85,7 +85,7 @@ fn accepted_headers() -> Vec<(&'static str, String)> {
 #[tokio::test]
 async fn auth_table_on_every_config_route() {
     let svc = service(Some(TOKEN));
-    let version = || svc.state.limiter().config().snapshot().version;
+    let version = || svc.state.engine().config().version;
     let mut checked = 0;
     for (name, values) in rejected_headers() {
         for (method, path, body) in config_routes() {

@@ -357,7 +357,7 @@ fn ten_thousand_unauthorized_requests_change_nothing() {
         .build()
         .unwrap();
     let svc = service(Some(TOKEN));
-    let config_before = svc.state.limiter().config().snapshot().to_document();
+    let config_before = svc.state.engine().config().to_document();
     let auth = prop_oneof![
         2 => Just(None),
         1 => Just(Some("Bearer wrong".to_string())),
@@ -412,12 +412,9 @@ fn ten_thousand_unauthorized_requests_change_nothing() {
         .await;
         assert_eq!(r.status, StatusCode::OK);
     });
-    assert_eq!(
-        svc.state.limiter().config().snapshot().to_document(),
-        config_before
-    );
-    assert_eq!(svc.state.limiter().load().snapshot().in_flight, 0);
-    assert_eq!(svc.state.limiter().load().snapshot().queued, 0);
+    assert_eq!(svc.state.engine().config().to_document(), config_before);
+    assert_eq!(svc.state.engine().load().in_flight, 0);
+    assert_eq!(svc.state.engine().load().queued, 0);
 }
 
 #[test]
@@ -432,9 +429,9 @@ fn authorized_config_fuzz_changes_config_only_on_success() {
     let failures = std::cell::Cell::new(0u32);
     runner(3_000)
         .run(&fuzz_request(CONFIG_ROUTES, auth), |req| {
-            let before = svc.state.limiter().config().snapshot_arc();
+            let before = svc.state.engine().config_arc();
             let status = rt.block_on(exercise(&svc.app, &req))?;
-            let after = svc.state.limiter().config().snapshot_arc();
+            let after = svc.state.engine().config_arc();
             let method = req.method_override.unwrap_or(ROUTES[req.route].0);
             if status.is_success() && method != "GET" && method != "HEAD" {
                 successes.set(successes.get() + 1);
@@ -460,7 +457,7 @@ fn authorized_config_fuzz_changes_config_only_on_success() {
         "successes {successes}, failures {failures}"
     );
     // Whatever was applied is still a valid configuration, and the service still decides.
-    let doc = svc.state.limiter().config().snapshot().to_document();
+    let doc = svc.state.engine().config().to_document();
     tollgate_core::config::Snapshot::from_document(&doc).expect("valid config");
     rt.block_on(async {
         let r = support::send(&svc.app, Method::GET, "/api/health", None, &[]).await;

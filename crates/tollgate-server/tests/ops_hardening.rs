@@ -55,7 +55,7 @@ async fn request_past_its_timeout_gets_503_and_frees_its_queue_place() {
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);
-    let load = svc.state.limiter().load();
+    let load = svc.limiter.load();
     let permit = load.acquire("holder", 1).await.unwrap();
     // Queued behind the held slot, with a queue timeout far past the request timeout.
     let r = send(
@@ -141,6 +141,7 @@ async fn graceful_shutdown_through_the_accept_loop_finishes_accepted_requests() 
     ]);
     let service = tollgate_server::server::build(&cli.run).await.unwrap();
     let state = service.state.clone();
+    let limiter = service.limiter.clone().expect("built from flags");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -162,7 +163,7 @@ async fn graceful_shutdown_through_the_accept_loop_finishes_accepted_requests() 
         .unwrap();
     assert_eq!(r.status(), 200);
     // Hold the only slot so the next decision is accepted but waits in its queue.
-    let permit = state.limiter().load().acquire("holder", 1).await.unwrap();
+    let permit = limiter.load().acquire("holder", 1).await.unwrap();
     let pending = tokio::spawn({
         let client = client.clone();
         let u = url("/api/check_and_consume");
@@ -176,12 +177,12 @@ async fn graceful_shutdown_through_the_accept_loop_finishes_accepted_requests() 
         }
     });
     for _ in 0..500 {
-        if state.limiter().load().snapshot().queued == 1 {
+        if state.engine().load().queued == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(state.limiter().load().snapshot().queued, 1);
+    assert_eq!(state.engine().load().queued, 1);
     stop_tx.send(()).unwrap();
     for _ in 0..500 {
         if state.is_draining() {

@@ -45,7 +45,7 @@ fn decisions(tenant: &str, outcome: &str) -> String {
 async fn scripted_run_exact_counts() {
     let svc = service(None);
     let app = &svc.app;
-    let initial_version = svc.state.limiter().config().snapshot().version;
+    let initial_version = svc.state.engine().config().version;
 
     // Capacity 1 and one queue place per tenant, so queueing and shedding are deterministic.
     let r = send(
@@ -79,24 +79,18 @@ async fn scripted_run_exact_counts() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 
     // Hold the only slot; one acme request queues, the next two are shed (queue full).
-    let permit = svc
-        .state
-        .limiter()
-        .load()
-        .acquire("holder", 1)
-        .await
-        .unwrap();
+    let permit = svc.limiter.load().acquire("holder", 1).await.unwrap();
     let queued = tokio::spawn({
         let app = app.clone();
         async move { decide(&app, "acme", 3).await }
     });
     for _ in 0..10_000 {
-        if svc.state.limiter().load().snapshot().queued == 1 {
+        if svc.state.engine().load().queued == 1 {
             break;
         }
         tokio::task::yield_now().await;
     }
-    assert_eq!(svc.state.limiter().load().snapshot().queued, 1);
+    assert_eq!(svc.state.engine().load().queued, 1);
     for _ in 0..2 {
         assert_eq!(
             decide(app, "acme", 3).await,

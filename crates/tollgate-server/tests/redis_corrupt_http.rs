@@ -14,9 +14,8 @@ use redis_server::{skip_without_redis, RedisServer};
 use support::{parse_metrics, send};
 use tollgate_core::config::{ConfigDocument, ConfigManager};
 use tollgate_core::redis_conn::RedisOptions;
-use tollgate_core::store::{RedisStore, RedisStoreOptions, Store};
+use tollgate_core::store::{RedisStore, RedisStoreOptions};
 use tollgate_core::{Limiter, RateKey, StoreErrorPolicy};
-use tollgate_server::metrics::{InstrumentedStore, Metrics};
 use tollgate_server::state::AppState;
 
 const CHECK: &str = "/api/check_and_consume";
@@ -34,14 +33,13 @@ async fn app_over(server: &RedisServer, policy: StoreErrorPolicy) -> (axum::Rout
     )
     .await
     .expect("connect to the test redis");
-    let metrics = Arc::new(Metrics::new());
-    let instrumented: Arc<dyn Store> = Arc::new(InstrumentedStore::new(
-        Arc::new(store.clone()),
-        metrics.clone(),
-    ));
     let config = ConfigManager::in_memory(ConfigDocument::default()).unwrap();
-    let limiter = Arc::new(Limiter::new(Arc::new(config), instrumented, policy));
-    let state = AppState::with_metrics(limiter, None, metrics);
+    let limiter = Arc::new(Limiter::new(
+        Arc::new(config),
+        Arc::new(store.clone()),
+        policy,
+    ));
+    let state = AppState::new(limiter, None);
     (tollgate_server::api::router(state), store)
 }
 

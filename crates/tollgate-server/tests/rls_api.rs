@@ -23,9 +23,8 @@ use envoy_types::pb::google::protobuf::UInt64Value;
 use support::{send, SlowStore, SwitchableStore, TestService};
 use tollgate_core::clock::SystemClock;
 use tollgate_core::config::{parse_toml, ConfigManager};
-use tollgate_core::store::{MemoryStore, Store};
+use tollgate_core::store::MemoryStore;
 use tollgate_core::{Limiter, StoreErrorPolicy};
-use tollgate_server::metrics::{InstrumentedStore, Metrics};
 use tollgate_server::state::AppState;
 use tonic::transport::Channel;
 
@@ -51,13 +50,15 @@ fn service(policy: StoreErrorPolicy) -> TestService {
         inner: MemoryStore::new(Arc::new(SystemClock), 1_000_000),
         down: std::sync::atomic::AtomicBool::new(false),
     });
-    let metrics = Arc::new(Metrics::new());
-    let instrumented: Arc<dyn Store> =
-        Arc::new(InstrumentedStore::new(store.clone(), metrics.clone()));
-    let limiter = Arc::new(Limiter::new(Arc::new(config()), instrumented, policy));
-    let state = AppState::with_metrics(limiter, None, metrics);
+    let limiter = Arc::new(Limiter::new(Arc::new(config()), store.clone(), policy));
+    let state = AppState::new(limiter.clone(), None);
     let app = tollgate_server::api::router(state.clone());
-    TestService { state, store, app }
+    TestService {
+        state,
+        limiter,
+        store,
+        app,
+    }
 }
 
 /// The RLS listener over `state` on a free loopback port; stops when the guard drops.
@@ -271,11 +272,29 @@ async fn hits_addend_per_descriptor_else_per_request_and_zero_is_one() {
         .await
         .unwrap();
     assert_eq!(http_count(&svc, "shop", "dan", "roomy").await, 14);
-    // A cost no window can hold is refused, not silently admitted.
+    // A cost no window can hold is over the limit, as Envoy's ratelimit answers it: the whole
+    // request is OVER_LIMIT and consumes nothing, on that descriptor or any other.
+    let mut over = desc(&[("user", "dan")]);
+    over.hits_addend = Some(UInt64Value { value: 4 });
+    let mut fits = desc(&[("roomy", "dan")]);
+    fits.hits_addend = Some(UInt64Value { value: 1 });
+    let r = ask(&mut c, request("shop", vec![fits, over]))
+        .await
+        .unwrap();
+    assert_eq!(r.overall_code, Code::OverLimit as i32, "{r:?}");
+    assert_eq!(r.statuses[0].code, Code::Ok as i32, "{r:?}");
+    assert_eq!(r.statuses[1].code, Code::OverLimit as i32, "{r:?}");
+    let limit = r.statuses[1].current_limit.as_ref().expect("current_limit");
+    assert_eq!(limit.requests_per_unit, 3);
+    assert_eq!(r.statuses[1].limit_remaining, 3, "{r:?}");
+    assert_eq!(http_count(&svc, "shop", "dan", "roomy").await, 14);
+    assert_eq!(http_count(&svc, "shop", "dan", "user").await, 0);
+    // The request-wide hits_addend is over the limit the same way.
     let mut req = request("shop", vec![desc(&[("user", "dan")])]);
     req.hits_addend = 4;
-    let e = ask(&mut c, req).await.unwrap_err();
-    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let r = ask(&mut c, req).await.unwrap();
+    assert_eq!(r.overall_code, Code::OverLimit as i32, "{r:?}");
+    assert_eq!(http_count(&svc, "shop", "dan", "user").await, 0);
 }
 
 #[tokio::test]
@@ -427,17 +446,17 @@ async fn shed_by_the_load_manager_is_unavailable() {
         tokio::spawn(async move { ask(&mut slow, req).await })
     };
     for _ in 0..100 {
-        if state.limiter().load().snapshot().in_flight == 1 {
+        if state.engine().load().in_flight == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(state.limiter().load().snapshot().in_flight, 1);
+    assert_eq!(state.engine().load().in_flight, 1);
     let mut c = RateLimitServiceClient::new(chan);
     let e = ask(&mut c, request("shop", vec![d])).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
     assert!(first.await.unwrap().is_ok());
-    let m = support::parse_metrics(&state.metrics().render(state.limiter()));
+    let m = support::parse_metrics(&state.metrics().render(state.engine()));
     assert_eq!(
         m.get(r#"tollgate_decisions_total{api="rls",outcome="shed",tenant="shop"}"#),
         Some(&1.0)
@@ -537,7 +556,7 @@ async fn rls_decisions_are_counted_under_api_rls() {
             .await
             .unwrap();
     }
-    let m = support::parse_metrics(&svc.state.metrics().render(svc.state.limiter()));
+    let m = support::parse_metrics(&svc.state.metrics().render(svc.state.engine()));
     let get = |s: &str| m.get(s).copied();
     assert_eq!(
         get(r#"tollgate_decisions_total{api="rls",outcome="allowed",tenant="shop"}"#),

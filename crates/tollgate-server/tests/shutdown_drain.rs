@@ -147,12 +147,12 @@ async fn request_running_when_grace_ends_is_answered_shutting_down() {
     let url = format!("http://{addr}/api/check_and_consume");
     let pending = tokio::spawn(async move { decide(&client, &url).await });
     for _ in 0..400 {
-        if state.limiter().load().snapshot().in_flight == 1 {
+        if state.engine().load().in_flight == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(state.limiter().load().snapshot().in_flight, 1);
+    assert_eq!(state.engine().load().in_flight, 1);
     stop_tx.send(()).unwrap();
 
     let (code, v) = tokio::time::timeout(Duration::from_secs(20), pending)
@@ -164,7 +164,7 @@ async fn request_running_when_grace_ends_is_answered_shutting_down() {
     assert_eq!(v["allowed"], false);
     assert_eq!(v["reason"], "shutting_down");
     server.await.unwrap().unwrap();
-    let snap = state.limiter().load().snapshot();
+    let snap = state.engine().load();
     assert_eq!((snap.in_flight, snap.queued), (0, 0), "no slot leaked");
 }
 

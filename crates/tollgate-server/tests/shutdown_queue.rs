@@ -74,12 +74,12 @@ async fn queued_requests_are_served_or_told_shutting_down() {
     let clients: Vec<_> = (0..8).map(|_| tokio::spawn(post(addr, body))).collect();
     // Let all eight arrive: one runs, seven wait in the tenant's queue.
     for _ in 0..100 {
-        if state.limiter().load().snapshot().queued == 7 {
+        if state.engine().load().queued == 7 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(state.limiter().load().snapshot().queued, 7);
+    assert_eq!(state.engine().load().queued, 7);
     stop_tx.send(()).unwrap();
 
     let mut served = 0;
@@ -103,6 +103,6 @@ async fn queued_requests_are_served_or_told_shutting_down() {
     assert!((2..=4).contains(&served), "served {served}");
     assert_eq!(served + shut, 8);
     server.await.unwrap().unwrap();
-    let snap = state.limiter().load().snapshot();
+    let snap = state.engine().load();
     assert_eq!((snap.in_flight, snap.queued), (0, 0));
 }

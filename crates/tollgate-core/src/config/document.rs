@@ -13,15 +13,24 @@ use crate::credentials::ApiKeyRecord;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitSpec {
+    #[serde(deserialize_with = "crate::whole_number::exact")]
     pub max_requests: u64,
     /// Window length; may be omitted (0 here) with `calendar`.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero",
+        deserialize_with = "given_window"
+    )]
     pub window_duration_seconds: f64,
     /// `sliding_log` (default), `gcra`, `sliding_window_counter` or `fixed_window`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub algorithm: Option<AlgorithmName>,
     /// GCRA only: requests that may arrive at once (default `max_requests`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole_number::option"
+    )]
     pub burst: Option<u64>,
     /// fixed_window only: align to a UTC calendar period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -30,8 +39,26 @@ pub struct LimitSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Decide and count, but never deny.
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "flag")]
     pub shadow: bool,
+}
+
+/// 0 stands for "omitted" (a calendar window) only inside; an explicit 0 (or -0) is kept as -0.0
+/// so `policy_spec` refuses it like any other non-positive window instead of reading it as
+/// "omitted". `null` is omitted, as for every optional field. Other values are checked (with
+/// their location) by `policy_spec`.
+fn given_window<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(match Option::<f64>::deserialize(d)? {
+        None => 0.0,
+        // Matches -0.0 too (float patterns compare with ==).
+        Some(0.0) => -0.0,
+        Some(w) => w,
+    })
+}
+
+/// `shadow`: `null` is omitted, i.e. false.
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Option::<bool>::deserialize(d).map(|b| b.unwrap_or(false))
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -76,14 +103,16 @@ pub enum LimitEntry {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEntry {
+    #[serde(default, deserialize_with = "crate::whole_number::option")]
     max_requests: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "given_window")]
     window_duration_seconds: f64,
     algorithm: Option<AlgorithmName>,
+    #[serde(default, deserialize_with = "crate::whole_number::option")]
     burst: Option<u64>,
     calendar: Option<crate::policy::Calendar>,
     name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     shadow: bool,
     limits: Option<Vec<LimitSpec>>,
 }

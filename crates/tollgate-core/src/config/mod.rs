@@ -8,6 +8,7 @@ mod file;
 pub mod policy_spec;
 mod redis;
 mod snapshot;
+mod tenant_map;
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ pub use embedded::{stored_tenant_count, EmbeddedBackend, DATABASE_FILE, IMPORTED
 pub use file::{parse_toml, to_toml, FileBackend};
 pub use redis::{LoadStats, RedisConfigBackend};
 pub use snapshot::{Snapshot, TenantLimits};
+pub use tenant_map::TenantMap;
 
 use crate::credentials::ApiKeyRecord;
 use crate::limit::{validate_id, Limit};

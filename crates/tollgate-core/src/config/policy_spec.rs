@@ -37,7 +37,11 @@ pub fn policy_limit(spec: &LimitSpec) -> Result<PolicyLimit, String> {
         (Some(AlgorithmName::SlidingWindowCounter), None, None) => Algorithm::SlidingWindowCounter,
     };
     let limit = match spec.calendar {
-        Some(cal) if spec.window_duration_seconds == 0.0 => {
+        // +0.0 is an omitted window; an explicit 0 arrives as -0.0 (document.rs) and is refused.
+        Some(cal)
+            if spec.window_duration_seconds == 0.0
+                && spec.window_duration_seconds.is_sign_positive() =>
+        {
             if !(1..=MAX_REQUESTS_CEILING).contains(&spec.max_requests) {
                 return Err(format!(
                     "max_requests must be an integer from 1 to {MAX_REQUESTS_CEILING}, got {}",

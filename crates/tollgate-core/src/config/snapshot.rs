@@ -9,6 +9,7 @@ use super::document::{
     ConfigProblem, GlobalSettings, LimitEntry, TenantDocument,
 };
 use super::policy_spec;
+use super::tenant_map::TenantMap;
 use crate::credentials::{self, ApiKeyRecord};
 use crate::limit::{validate_id, Limit, LimitSource};
 use crate::policy::Policy;
@@ -54,7 +55,7 @@ pub struct Snapshot {
     pub version: u64,
     pub global: GlobalSettings,
     /// Tenants are behind `Arc` so a change to one tenant copies pointers, not every tenant's maps.
-    pub tenants: SharedMap<Arc<TenantLimits>>,
+    pub tenants: TenantMap,
     /// key id → the tenant holding that key, so a presented key is found without a scan.
     pub key_owners: SharedMap<String>,
 }
@@ -103,7 +104,7 @@ impl Snapshot {
     /// Validates a document and builds a snapshot, or lists every problem found.
     pub fn from_document(doc: &ConfigDocument) -> Result<Self, Vec<ConfigProblem>> {
         let mut problems = doc.global.problems("global.");
-        let mut tenants = SharedMap::default();
+        let mut tenants = TenantMap::default();
         let mut key_owners = SharedMap::default();
         for (tid, tdoc) in &doc.tenants {
             let base = format!("tenants.{tid}");
@@ -228,7 +229,7 @@ impl Snapshot {
     ) -> (Vec<(&String, &TenantLimits)>, Option<String>) {
         use std::ops::Bound;
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut it = self.tenants.range::<_, str>((start, Bound::Unbounded));
+        let mut it = self.tenants.range_from(start);
         let page: Vec<_> = it.by_ref().take(limit).map(|(k, v)| (k, &**v)).collect();
         let next = match (page.last(), it.next()) {
             (Some((last, _)), Some(_)) => Some((*last).clone()),

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::limit::{Limit, RateKey};
-use crate::limiter::{Decision, LimitError, Limiter, Outcome};
+use crate::limiter::Limiter;
 
 use aggregate::Aggregate;
 pub use report::{
@@ -42,46 +42,9 @@ pub const TENANT_IDLE_SECONDS: u32 = 60;
 /// Tenants tracked by name unless configured otherwise.
 pub const DEFAULT_MAX_TENANTS: usize = 200;
 
-/// How a decision request ended, as counted here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(usize)]
-pub enum StatOutcome {
-    Allowed = 0,
-    Denied = 1,
-    /// Allowed, but a limit in shadow mode would have denied it.
-    ShadowDenied = 2,
-    /// Refused by the load manager (queue full, queue timeout, shutting down).
-    Shed = 3,
-    /// Allowed uncounted because the store was down.
-    FailOpen = 4,
-    /// The store could not decide (policy deny, or a bound on state).
-    Error = 5,
-}
-
-/// Number of [`StatOutcome`] values.
-pub const OUTCOMES: usize = 6;
-
-impl StatOutcome {
-    /// The outcome of a limiter call; `None` for calls refused before a decision was attempted
-    /// (invalid arguments, no limit, unknown tenant), which are not decisions.
-    pub fn of(result: &Result<Decision, LimitError>) -> Option<Self> {
-        Some(match result {
-            Ok(d) => match d.outcome {
-                Outcome::Decided(v) if v.allowed => StatOutcome::Allowed,
-                Outcome::Decided(_) => StatOutcome::Denied,
-                Outcome::FailOpen { .. } => StatOutcome::FailOpen,
-            },
-            Err(LimitError::Shed(_)) => StatOutcome::Shed,
-            Err(LimitError::Store(_)) => StatOutcome::Error,
-            Err(_) => return None,
-        })
-    }
-
-    /// Whether the request held an admission slot (every outcome but shed).
-    pub fn admitted(self) -> bool {
-        self != StatOutcome::Shed
-    }
-}
+/// How a decision request ended, as counted here: the one classification the engine, metrics and
+/// front ends share.
+pub use crate::outcome::{DecisionOutcome, OUTCOMES};
 
 /// The collector; share it behind an `Arc`.
 pub struct Stats {
@@ -110,19 +73,11 @@ impl Stats {
         }
     }
 
-    /// Records a limiter call's result (nothing for calls that were not decisions).
-    pub fn record(&self, key: RateKey<'_>, result: &Result<Decision, LimitError>, took: Duration) {
-        if let Some(outcome) = StatOutcome::of(result) {
-            let limit = result.as_ref().ok().map(|d| d.limit);
-            self.record_outcome(key, outcome, limit, took);
-        }
-    }
-
-    /// Records one decision of a known outcome.
+    /// Records one decision (the engine calls this for every decision of either front end).
     pub fn record_outcome(
         &self,
         key: RateKey<'_>,
-        outcome: StatOutcome,
+        outcome: DecisionOutcome,
         limit: Option<Limit>,
         took: Duration,
     ) {

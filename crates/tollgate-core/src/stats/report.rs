@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::aggregate::{add_into, merge, Aggregate, TenantTrack};
 use super::fair::{max_min_shares, Demand};
-use super::{Gauges, StatOutcome, OUTCOMES, RECENT_SECONDS, SHARE_INTERVAL_SECONDS};
+use super::{DecisionOutcome, Gauges, OUTCOMES, RECENT_SECONDS, SHARE_INTERVAL_SECONDS};
 use crate::config::Snapshot;
 use crate::limiter::Limiter;
 
@@ -34,12 +34,12 @@ pub struct OutcomeCounts {
 impl From<[u64; OUTCOMES]> for OutcomeCounts {
     fn from(c: [u64; OUTCOMES]) -> Self {
         Self {
-            allowed: c[StatOutcome::Allowed as usize],
-            denied: c[StatOutcome::Denied as usize],
-            shadow_denied: c[StatOutcome::ShadowDenied as usize],
-            shed: c[StatOutcome::Shed as usize],
-            fail_open: c[StatOutcome::FailOpen as usize],
-            error: c[StatOutcome::Error as usize],
+            allowed: c[DecisionOutcome::Allowed as usize],
+            denied: c[DecisionOutcome::Denied as usize],
+            shadow_denied: c[DecisionOutcome::ShadowDenied as usize],
+            shed: c[DecisionOutcome::Shed as usize],
+            fail_open: c[DecisionOutcome::FailOpen as usize],
+            error: c[DecisionOutcome::Error as usize],
         }
     }
 }
@@ -184,7 +184,7 @@ fn sum(rows: impl Iterator<Item = [u64; OUTCOMES]>) -> [u64; OUTCOMES] {
 }
 
 fn admitted(c: &[u64; OUTCOMES]) -> u64 {
-    c.iter().sum::<u64>() - c[StatOutcome::Shed as usize]
+    c.iter().sum::<u64>() - c[DecisionOutcome::Shed as usize]
 }
 
 /// Counts of the last `n` closed seconds.
@@ -271,7 +271,7 @@ fn tenants(agg: &Aggregate, ctx: &Context) -> Vec<TenantStats> {
         .zip(window.iter().zip(fair))
         .map(|((name, t), (w, fair))| {
             let minute = sum([last(t, RECENT_SECONDS), t.current].into_iter());
-            let decided = minute.iter().sum::<u64>() - minute[StatOutcome::Shed as usize];
+            let decided = minute.iter().sum::<u64>() - minute[DecisionOutcome::Shed as usize];
             TenantStats {
                 tenant: name.map(str::to_owned),
                 other: name.is_none(),
@@ -284,7 +284,7 @@ fn tenants(agg: &Aggregate, ctx: &Context) -> Vec<TenantStats> {
                 denied_share: if decided == 0 {
                     0.0
                 } else {
-                    minute[StatOutcome::Denied as usize] as f64 / decided as f64
+                    minute[DecisionOutcome::Denied as usize] as f64 / decided as f64
                 },
                 queued: name.and_then(|n| ctx.queued.get(n)).copied().unwrap_or(0) as u64,
                 weight: weight(*name),

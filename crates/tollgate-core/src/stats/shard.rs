@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::heavy::Sketch;
 use super::histogram::Histogram;
-use super::{StatOutcome, OUTCOMES};
+use super::{DecisionOutcome, OUTCOMES};
 use crate::limit::{Limit, RateKey};
 
 /// Distinct tenants one shard counts by name within one sampling interval; the rest of that
@@ -63,7 +63,7 @@ impl Shard {
         tenant_hash: u64,
         key_hash: u64,
         key: RateKey<'_>,
-        outcome: StatOutcome,
+        outcome: DecisionOutcome,
         limit: Option<Limit>,
         micros: u64,
     ) {
@@ -88,10 +88,10 @@ impl Shard {
             None => self.other[o] += 1,
         }
         // Shed requests never reached a limit; the sketches rank keys by decisions made.
-        if outcome != StatOutcome::Shed {
+        if outcome != DecisionOutcome::Shed {
             self.requests.record(key_hash, key, limit);
         }
-        if outcome == StatOutcome::Denied {
+        if outcome == DecisionOutcome::Denied {
             self.denials.record(key_hash, key, limit);
         }
     }

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
 use tollgate_core::policy::Op;
+use tollgate_core::whole_number;
 use tollgate_core::{DecisionRequest, RateKey};
 
 use super::decision::{decision_response, requested_limit};
@@ -19,20 +20,34 @@ use crate::state::AppState;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdjustBody {
-    /// 1-256 bytes of printable UTF-8.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     tenant_id: String,
-    /// 1-256 bytes of printable UTF-8.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     client_id: String,
-    /// 1-256 bytes of printable UTF-8.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     action_type: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number::option")]
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     max_requests: Option<u64>,
+    /// Seconds, rounded to the nearest millisecond (at least one).
     #[serde(default)]
-    #[schema(exclusive_minimum = 0.0, maximum = 31_536_000.0)]
+    #[schema(minimum = 0.001, maximum = 31_536_000.0)]
     window_duration_seconds: Option<f64>,
     /// 1 ..= the smallest max_requests (gcra: burst) of the limits that apply.
-    #[schema(minimum = 1)]
+    #[serde(deserialize_with = "whole_number::exact")]
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     cost: u64,
 }
 
@@ -46,7 +61,7 @@ async fn adjust(
     let requested = requested_limit(body.max_requests, body.window_duration_seconds)?;
     let key = RateKey::new(&body.tenant_id, &body.client_id, &body.action_type);
     let decision = state
-        .limiter()
+        .engine()
         .adjust(
             op,
             DecisionRequest {

@@ -10,6 +10,7 @@ use tollgate_core::config::{
 };
 use tollgate_core::limit::validate_id;
 use tollgate_core::policy::Policy;
+use tollgate_core::whole_number;
 use tollgate_core::Limit;
 
 use crate::error::ApiError;
@@ -41,31 +42,31 @@ fn id(field: &str, value: &str) -> Result<(), ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct GlobalBody {
     /// Decisions allowed in flight at once, 1 ..= 1,000,000.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number::option")]
     #[schema(minimum = 1, maximum = 1_000_000)]
     max_global_concurrent_requests: Option<u32>,
     /// Requests allowed to wait per tenant, 0 ..= 1,000,000.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number::option")]
     #[schema(minimum = 0, maximum = 1_000_000)]
     max_tenant_queue_size: Option<u32>,
     /// How long a request may wait in its queue, 1 ..= 600,000 ms.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number::option")]
     #[schema(minimum = 1, maximum = 600_000)]
     queue_timeout_ms: Option<u64>,
     /// Keys one tenant may have tracked, 1 ..= 1,000,000,000 (default 1,000,000; memory store; at
     /// most a quarter of `--max-keys` whatever is set). Unconfigured tenants also share one pool of
     /// this size.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number::option")]
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     max_keys_per_tenant: Option<u64>,
     /// New keys one tenant may create per second, 1 ..= 1,000,000,000 (default 1,000; burst one
     /// second's worth). Unconfigured tenants also share one bucket of this rate.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number::option")]
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     new_keys_per_second: Option<u64>,
     /// Longest window, in seconds, a limit sent with a request may set, 1 ..= 31,536,000
     /// (default 31,536,000).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number::option")]
     #[schema(minimum = 1, maximum = 31_536_000)]
     max_request_window_seconds: Option<u64>,
 }
@@ -101,7 +102,7 @@ pub async fn put_global(
         new_keys_per_second: body.new_keys_per_second,
         max_request_window_seconds: body.max_request_window_seconds,
     };
-    let snap = state.limiter().update_config(Change::Global(patch)).await?;
+    let snap = state.engine().update_config(Change::Global(patch)).await?;
     Ok(axum::Json(json!({
         "status": "updated",
         "global": snap.global,
@@ -127,7 +128,7 @@ pub async fn get_tenant(
     Path(tenant): Path<String>,
 ) -> Result<Response, ApiError> {
     id("tenant_id", &tenant)?;
-    let snap = state.limiter().config().snapshot();
+    let snap = state.engine().config();
     let doc = snap.tenant_document(&tenant);
     Ok(axum::Json(json!({
         "tenant_id": tenant,
@@ -168,14 +169,18 @@ fn state_bounds(snap: &tollgate_core::config::Snapshot, tenant: &str) -> serde_j
 #[serde(deny_unknown_fields)]
 pub struct LimitBody {
     /// Required unless `limits` is given. 1 ..= 1,000,000,000.
+    #[serde(default, deserialize_with = "whole_number::option")]
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     max_requests: Option<u64>,
-    /// Seconds, > 0 and <= 31,536,000, millisecond resolution; may be omitted with `calendar`.
-    #[schema(exclusive_minimum = 0.0, maximum = 31_536_000.0)]
+    /// Seconds, > 0 and <= 31,536,000, rounded to the nearest millisecond (at least one); may
+    /// be omitted with `calendar` (fixed_window).
+    #[schema(minimum = 0.001, maximum = 31_536_000.0)]
     window_duration_seconds: Option<f64>,
     #[schema(value_type = Option<super::schema::AlgorithmSchema>)]
     algorithm: Option<AlgorithmName>,
-    /// gcra only: 1 ..= 1,000,000,000.
+    /// gcra only: 1 ..= 1,000,000,000, and burst × window / max_requests at most 2^53 µs (about
+    /// 285 years).
+    #[serde(default, deserialize_with = "whole_number::option")]
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     burst: Option<u64>,
     #[schema(value_type = Option<super::schema::CalendarSchema>)]
@@ -197,6 +202,11 @@ enum Limits {
 
 impl LimitBody {
     fn limits(self) -> Result<Limits, ApiError> {
+        // A window that is given must be valid even where it may be omitted (with `calendar`):
+        // 0 is not "omitted".
+        if let Some(w) = self.window_duration_seconds {
+            tollgate_core::limit::window_micros(w).map_err(|e| ApiError::InvalidArgument(e.0))?;
+        }
         let entry = match (self.limits, self.max_requests) {
             (Some(limits), None)
                 if self.window_duration_seconds.is_none()
@@ -313,7 +323,7 @@ pub async fn put_action(
             policy: policy.clone(),
         },
     };
-    let snap = state.limiter().update_config(change).await?;
+    let snap = state.engine().update_config(change).await?;
     Ok(axum::Json(json!({
         "status": "updated",
         "tenant_id": tenant,
@@ -348,7 +358,7 @@ pub async fn delete_action(
     id("tenant_id", &tenant)?;
     id("action_type", &action)?;
     let snap = state
-        .limiter()
+        .engine()
         .update_config(Change::DeleteAction {
             tenant: tenant.clone(),
             action: action.clone(),
@@ -404,7 +414,7 @@ pub async fn put_client(
             policy: policy.clone(),
         },
     };
-    let snap = state.limiter().update_config(change).await?;
+    let snap = state.engine().update_config(change).await?;
     Ok(axum::Json(json!({
         "status": "updated",
         "tenant_id": tenant,
@@ -441,7 +451,7 @@ pub async fn delete_client(
     id("client_id", &client)?;
     id("action_type", &action)?;
     let snap = state
-        .limiter()
+        .engine()
         .update_config(Change::DeleteClient {
             tenant: tenant.clone(),
             client: client.clone(),
@@ -462,6 +472,7 @@ pub async fn delete_client(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WeightBody {
+    #[serde(deserialize_with = "whole_number::exact")]
     #[schema(minimum = 1, maximum = 1000)]
     weight: u32,
 }
@@ -491,7 +502,7 @@ pub async fn put_weight(
 ) -> Result<Response, ApiError> {
     id("tenant_id", &tenant)?;
     let snap = state
-        .limiter()
+        .engine()
         .update_config(Change::Weight {
             tenant: tenant.clone(),
             weight: body.weight,
@@ -508,12 +519,12 @@ pub async fn put_weight(
 
 /// `Some(v)` for any present value, `null` included, so an omitted field (`None`) differs from an
 /// explicit `null` (`Some(None)`).
-fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
+    T: TryFrom<u64>,
 {
-    T::deserialize(d).map(Some)
+    whole_number::option(d).map(Some)
 }
 
 /// Some of a tenant's settings. An omitted field keeps its value; for the bounds on state, `null`
@@ -522,7 +533,7 @@ where
 #[serde(deny_unknown_fields)]
 pub struct TenantSettingsBody {
     /// Fair-share weight, 1..=1000.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number::option")]
     #[schema(minimum = 1, maximum = 1000)]
     weight: Option<u32>,
     /// Keys this tenant may have tracked, 1..=10^9 (memory store; at most a quarter of
@@ -565,7 +576,7 @@ pub async fn put_settings(
 ) -> Result<Response, ApiError> {
     id("tenant_id", &tenant)?;
     let snap = state
-        .limiter()
+        .engine()
         .update_config(Change::TenantSettings {
             tenant: tenant.clone(),
             patch: TenantSettingsPatch {
@@ -592,7 +603,7 @@ pub async fn put_settings(
     path = "/api/config/tenant/{tenant}",
     tag = "configuration",
     security(("admin_token" = [])),
-    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8")),
+    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")),
     responses(
         (status = 200, description = "Removed the tenant's limits, weight and bounds on state; its API keys stay", body = super::schema::TenantDeleted),
         (status = 400, description = "invalid_argument: a malformed tenant id", body = crate::error::ErrorBody),
@@ -611,9 +622,9 @@ pub async fn delete_tenant(
     id("tenant_id", &tenant)?;
     // What was removed is read just before the change; only another admin's change to this
     // tenant in between (API mode) could make the report differ from what the change removed.
-    let before = state.limiter().config().snapshot_arc();
+    let before = state.engine().config_arc();
     let snap = state
-        .limiter()
+        .engine()
         .update_config(Change::DeleteTenant {
             tenant: tenant.clone(),
         })
@@ -645,7 +656,7 @@ pub async fn delete_tenant(
     path = "/api/config/tenant/{tenant}/weight",
     tag = "configuration",
     security(("admin_token" = [])),
-    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8")),
+    params(("tenant" = String, Path, description = "Tenant id: 1-256 bytes of printable UTF-8", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")),
     responses(
         (status = 200, description = "The tenant's weight is back to the default, 1", body = super::schema::WeightDeleted),
         (status = 400, description = "invalid_argument: a malformed tenant id", body = crate::error::ErrorBody),
@@ -662,9 +673,9 @@ pub async fn delete_weight(
     Path(tenant): Path<String>,
 ) -> Result<Response, ApiError> {
     id("tenant_id", &tenant)?;
-    let before = state.limiter().config().snapshot_arc();
+    let before = state.engine().config_arc();
     let snap = state
-        .limiter()
+        .engine()
         .update_config(Change::ResetWeight {
             tenant: tenant.clone(),
         })

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tollgate_core::config::{to_toml, Change};
 use tollgate_core::limit::validate_id;
+use tollgate_core::whole_number;
 use tollgate_core::Limit;
 
 use crate::error::ApiError;
@@ -34,7 +35,11 @@ pub struct PageQuery {
     limit: Option<u32>,
     /// Return tenants whose id sorts after this one (the previous page's `next_after`).
     #[serde(default)]
-    #[param(min_length = 1, max_length = 256)]
+    #[param(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     after: Option<String>,
 }
 
@@ -66,7 +71,7 @@ pub async fn get_page(
     if let Some(after) = &q.after {
         validate_id("after", after).map_err(|e| ApiError::InvalidArgument(e.0))?;
     }
-    let snap = state.limiter().config().snapshot_arc();
+    let snap = state.engine().config_arc();
     let (page, next) = snap.page(q.after.as_deref(), limit);
     let tenants: BTreeMap<&str, _> = page
         .iter()
@@ -117,7 +122,7 @@ pub async fn export(
     State(state): State<AppState>,
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    let snap = state.limiter().config().snapshot_arc();
+    let snap = state.engine().config_arc();
     let format = q.format.unwrap_or_default();
     // Serialising a large configuration is CPU work; keep it off the request threads.
     let body = tokio::task::spawn_blocking(move || {
@@ -145,48 +150,95 @@ pub async fn export(
 pub enum BatchChange {
     /// Set a tenant's limit for an action (every client).
     SetAction {
-        #[schema(min_length = 1, max_length = 256)]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         tenant_id: String,
-        #[schema(min_length = 1, max_length = 256)]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         action_type: String,
+        #[serde(deserialize_with = "whole_number::exact")]
         #[schema(minimum = 1, maximum = 1_000_000_000)]
         max_requests: u64,
-        #[schema(exclusive_minimum = 0, maximum = 31_536_000)]
+        #[schema(minimum = 0.001, maximum = 31_536_000)]
         window_duration_seconds: f64,
     },
     /// Remove a tenant's limit for an action.
     DeleteAction {
-        #[schema(min_length = 1, max_length = 256)]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         tenant_id: String,
-        #[schema(min_length = 1, max_length = 256)]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         action_type: String,
     },
     /// Set one client's limit for an action.
     SetClient {
-        #[schema(min_length = 1, max_length = 256)]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         tenant_id: String,
-        #[schema(min_length = 1, max_length = 256)]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         client_id: String,
-        #[schema(min_length = 1, max_length = 256)]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         action_type: String,
+        #[serde(deserialize_with = "whole_number::exact")]
         #[schema(minimum = 1, maximum = 1_000_000_000)]
         max_requests: u64,
-        #[schema(exclusive_minimum = 0, maximum = 31_536_000)]
+        #[schema(minimum = 0.001, maximum = 31_536_000)]
         window_duration_seconds: f64,
     },
     /// Remove one client's limit for an action.
     DeleteClient {
-        #[schema(min_length = 1, max_length = 256)]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         tenant_id: String,
-        #[schema(min_length = 1, max_length = 256)]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         client_id: String,
-        #[schema(min_length = 1, max_length = 256)]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         action_type: String,
     },
     /// Set a tenant's fair-share weight.
     SetWeight {
-        #[schema(min_length = 1, max_length = 256)]
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )]
         tenant_id: String,
+        #[serde(deserialize_with = "whole_number::exact")]
         #[schema(minimum = 1, maximum = 1000)]
         weight: u32,
     },
@@ -320,10 +372,7 @@ pub async fn post_batch(
                 .map_err(|m| ApiError::InvalidArgument(format!("changes[{i}]: {m}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let snap = state
-        .limiter()
-        .update_config(Change::Batch(changes))
-        .await?;
+    let snap = state.engine().update_config(Change::Batch(changes)).await?;
     Ok(axum::Json(json!({
         "status": "applied",
         "changes": n,

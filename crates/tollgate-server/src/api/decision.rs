@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tollgate_core::clock::Micros;
 use tollgate_core::policy::{Algorithm, PolicyLimit};
+use tollgate_core::whole_number;
 use tollgate_core::{Decision, DecisionRequest, Limit, LimitSource, Outcome, RateKey};
 
 use super::tenant_auth::Credential;
@@ -36,15 +37,16 @@ pub struct CheckBody {
         pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
     )]
     action_type: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number::option")]
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     max_requests: Option<u64>,
-    /// Seconds, millisecond resolution; sent together with `max_requests`.
+    /// Seconds, rounded to the nearest millisecond (at least one); sent together with
+    /// `max_requests`.
     #[serde(default)]
-    #[schema(minimum = 0.001, maximum = 31_536_000, multiple_of = 0.001)]
+    #[schema(minimum = 0.001, maximum = 31_536_000.0)]
     window_duration_seconds: Option<f64>,
     /// 1 ..= the effective limit's `max_requests`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number::option")]
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     cost: Option<u64>,
 }
@@ -253,18 +255,14 @@ pub async fn check_and_consume(
     credential.check(&state, &body.tenant_id)?;
     let requested = requested_limit(body.max_requests, body.window_duration_seconds)?;
     let key = RateKey::new(&body.tenant_id, &body.client_id, &body.action_type);
-    let started = std::time::Instant::now();
     let result = state
-        .limiter()
+        .engine()
         .check_and_consume(DecisionRequest {
             key,
             requested,
             cost: body.cost.unwrap_or(1),
         })
         .await;
-    state
-        .metrics()
-        .record_decision(&body.tenant_id, &result, started);
     // With --on-store-error allow a store outage fails open, so an error here means deny.
     let decision = result.map_err(|e| {
         ApiError::from(e).with_store_context(
@@ -368,8 +366,9 @@ pub struct StatusQuery {
     #[serde(default)]
     #[param(minimum = 1, maximum = 1_000_000_000)]
     max_requests: Option<u64>,
+    /// Seconds, rounded to the nearest millisecond (at least one).
     #[serde(default)]
-    #[param(minimum = 0.001, maximum = 31_536_000, multiple_of = 0.001)]
+    #[param(minimum = 0.001, maximum = 31_536_000.0)]
     window_duration_seconds: Option<f64>,
 }
 
@@ -414,7 +413,7 @@ pub async fn status(
     let requested = requested_limit(q.max_requests, q.window_duration_seconds)?;
     let key = RateKey::new(&tenant, &client, &action);
     let d = state
-        .limiter()
+        .engine()
         .status(key, requested)
         .await
         .map_err(|e| {

@@ -25,14 +25,13 @@ pub async fn health(State(state): State<AppState>) -> Response {
         )
             .into_response();
     }
-    let limiter = state.limiter();
-    let store = limiter.store();
-    let load = limiter.load().snapshot();
-    let healthy = store.is_healthy();
+    let engine = state.engine();
+    let load = engine.load();
+    let healthy = engine.store_healthy();
     let body = json!({
         "status": if healthy { "healthy" } else { "degraded" },
-        "store": store.kind(),
-        "config_version": limiter.config().snapshot().version,
+        "store": engine.store_kind(),
+        "config_version": engine.config().version,
         "in_flight": load.in_flight,
         "queued": load.queued,
     });

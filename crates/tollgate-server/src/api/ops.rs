@@ -23,7 +23,7 @@ pub(super) fn publish_openapi(doc: &utoipa::openapi::OpenApi) {
     responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain"))
 )]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.metrics().render(state.limiter());
+    let text = state.metrics().render(state.engine());
     let mut resp = text.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

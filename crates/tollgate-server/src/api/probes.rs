@@ -54,11 +54,10 @@ pub async fn livez() -> Response {
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let limiter = state.limiter();
-    let store = limiter.store();
+    let engine = state.engine();
     let draining = state.is_draining();
-    let store_reachable = store.is_healthy();
-    let config_loaded = limiter.config().is_loaded();
+    let store_reachable = engine.store_healthy();
+    let config_loaded = engine.is_loaded();
     let mut reasons = Vec::new();
     if draining {
         reasons.push("draining");
@@ -77,7 +76,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     let body = ReadyBody {
         status: reasons.first().copied().unwrap_or("ready"),
         reasons,
-        store: store.kind(),
+        store: engine.store_kind(),
         store_reachable,
         config_loaded,
         draining,

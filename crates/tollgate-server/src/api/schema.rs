@@ -45,12 +45,14 @@ pub struct LimitSpecSchema {
     /// 1 ..= 1,000,000,000.
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub max_requests: u64,
-    /// Seconds, > 0 and <= 31,536,000, millisecond resolution; may be omitted with `calendar`.
-    #[schema(exclusive_minimum = 0.0, maximum = 31_536_000.0)]
+    /// Seconds, > 0 and <= 31,536,000, rounded to the nearest millisecond (at least one); may
+    /// be omitted with `calendar` (fixed_window).
+    #[schema(minimum = 0.001, maximum = 31_536_000.0)]
     pub window_duration_seconds: Option<f64>,
     /// Default `sliding_log`.
     pub algorithm: Option<AlgorithmSchema>,
-    /// gcra only: 1 ..= 1,000,000,000 (default max_requests).
+    /// gcra only: 1 ..= 1,000,000,000 (default max_requests), and burst × window / max_requests
+    /// at most 2^53 µs (about 285 years).
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub burst: Option<u64>,
     /// fixed_window only.

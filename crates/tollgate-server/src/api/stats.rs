@@ -19,9 +19,9 @@ use crate::state::AppState;
     )
 )]
 pub async fn stats(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let limiter = state.limiter();
-    let stats = limiter
+    let report = state
+        .engine()
         .stats()
         .ok_or_else(|| ApiError::NotFound("this service collects no statistics".into()))?;
-    Ok(axum::Json(stats.report(limiter)).into_response())
+    Ok(axum::Json(report).into_response())
 }

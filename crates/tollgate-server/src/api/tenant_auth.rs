@@ -7,7 +7,6 @@ use std::convert::Infallible;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue};
-use subtle::ConstantTimeEq;
 use tollgate_core::credentials::{authorize, Access};
 
 use super::bearer_token;
@@ -54,15 +53,13 @@ impl Credential {
         let Some(token) = bearer_token(value.as_bytes()) else {
             return Err(unauthorized());
         };
-        if let Some(admin) = &state.inner.admin_token {
-            if bool::from(token.ct_eq(admin.as_bytes())) {
-                return Ok(());
-            }
+        if state.is_admin(token) {
+            return Ok(());
         }
         let Ok(token) = std::str::from_utf8(token) else {
             return Err(unauthorized());
         };
-        match authorize(&state.limiter().config().snapshot(), tenant, token) {
+        match authorize(&state.engine().config(), tenant, token) {
             Access::Granted => Ok(()),
             Access::Unauthenticated => Err(unauthorized()),
             // Worded so it says nothing about whether the requested tenant exists.

@@ -29,7 +29,7 @@ fn now_unix_secs() -> u64 {
 pub struct NewKeyBody {
     /// Free text, at most 128 bytes, e.g. which service will hold the key.
     #[serde(default)]
-    #[schema(max_length = 128)]
+    #[schema(max_length = 128, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     name: String,
 }
 
@@ -95,7 +95,9 @@ pub async fn create_key(
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     tenant_id(&tenant)?;
-    let body: NewKeyBody = if body.trim_ascii().is_empty() {
+    // The body is optional, and the document says so with `null`: no body, an empty one and
+    // `null` all issue an unnamed key.
+    let body: NewKeyBody = if matches!(body.trim_ascii(), b"" | b"null") {
         NewKeyBody::default()
     } else {
         parse_json(&body)?
@@ -105,7 +107,7 @@ pub async fn create_key(
         CredentialError::Random(m) => ApiError::Internal(m),
     })?;
     let snap = state
-        .limiter()
+        .engine()
         .update_config(Change::AddApiKey {
             tenant: tenant.clone(),
             key_id: issued.key_id.clone(),
@@ -150,7 +152,7 @@ pub async fn list_keys(
     Path(tenant): Path<String>,
 ) -> Result<Response, ApiError> {
     tenant_id(&tenant)?;
-    let snap = state.limiter().config().snapshot();
+    let snap = state.engine().config();
     let mut keys: Vec<KeyView> = snap
         .tenants
         .get(&tenant)
@@ -195,7 +197,7 @@ pub async fn delete_key(
 ) -> Result<Response, ApiError> {
     tenant_id(&tenant)?;
     let snap = state
-        .limiter()
+        .engine()
         .update_config(Change::RemoveApiKey {
             tenant: tenant.clone(),
             key_id: key_id.clone(),

@@ -9,23 +9,23 @@ use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimit
 use tollgate_core::clock::Micros;
 use tollgate_core::engine::{DecideItem, Decisions, Engine};
 use tollgate_core::store::StoreError;
-use tollgate_core::{LimitError, RateKey};
+use tollgate_core::{Api, LimitError, RateKey};
 use tonic::{Request, Response, Status};
 
 use super::mapping::{self, DescriptorKey};
-use crate::metrics::{Api, DecisionOutcome};
 use crate::state::AppState;
 
 /// The RLS front end; cheap to share.
 pub struct RlsService {
-    state: AppState,
+    /// The shared engine, counting its decisions under `api="rls"`.
     engine: Engine,
 }
 
 impl RlsService {
     pub fn new(state: AppState) -> Self {
-        let engine = state.engine();
-        Self { state, engine }
+        Self {
+            engine: state.engine().for_api(Api::Rls),
+        }
     }
 }
 
@@ -55,8 +55,8 @@ impl RateLimitService for RlsService {
             })
             .collect();
         let started = Instant::now();
+        // The engine records the decision in the statistics and metrics.
         let result = self.engine.decide(&items).await;
-        self.record(&req.domain, &result, started);
         let latency_ms = started.elapsed().as_micros() as f64 / 1000.0;
         match result {
             Ok(d) => {
@@ -81,29 +81,6 @@ impl RateLimitService for RlsService {
                 Err(status)
             }
         }
-    }
-}
-
-impl RlsService {
-    fn record(&self, tenant: &str, result: &Result<Decisions, LimitError>, started: Instant) {
-        let (outcome, waited, store_error) = match result {
-            Ok(d) if d.fail_open => (DecisionOutcome::FailOpen, Some(d.waited), None),
-            Ok(d) if d.allowed => (DecisionOutcome::Allowed, Some(d.waited), None),
-            Ok(d) => (DecisionOutcome::Denied, Some(d.waited), None),
-            Err(LimitError::Shed(_)) => (DecisionOutcome::Shed, None, None),
-            Err(LimitError::Store(e)) => (DecisionOutcome::Error, None, Some(e)),
-            // Refused before a decision; unknown tenants must not claim metric labels either.
-            Err(_) => return,
-        };
-        self.state.metrics().record_outcome(
-            Api::Rls,
-            tenant,
-            outcome,
-            started,
-            waited,
-            store_error,
-            None,
-        );
     }
 }
 

@@ -16,7 +16,6 @@ use tollgate_core::limit::{Limit, RateKey};
 use tollgate_core::store::{MemoryStore, Store, StoreError};
 use tollgate_core::window::Verdict;
 use tollgate_core::{Limiter, StoreErrorPolicy};
-use tollgate_server::metrics::{InstrumentedStore, Metrics};
 use tollgate_server::state::AppState;
 use tower::ServiceExt;
 
@@ -93,6 +92,8 @@ impl Store for SlowStore {
 
 pub struct TestService {
     pub state: AppState,
+    /// The limiter behind `state`, for tests that hold admission slots.
+    pub limiter: Arc<Limiter>,
     pub store: Arc<SwitchableStore>,
     pub app: axum::Router,
 }
@@ -111,16 +112,18 @@ pub fn service_over(token: Option<&str>, config: ConfigManager) -> TestService {
         inner: MemoryStore::new(Arc::new(SystemClock), 1_000_000),
         down: AtomicBool::new(false),
     });
-    let metrics = Arc::new(Metrics::new());
-    let instrumented: Arc<dyn Store> =
-        Arc::new(InstrumentedStore::new(store.clone(), metrics.clone()));
     let limiter = Arc::new(
-        Limiter::new(Arc::new(config), instrumented, StoreErrorPolicy::Allow)
+        Limiter::new(Arc::new(config), store.clone(), StoreErrorPolicy::Allow)
             .with_stats(Arc::new(tollgate_core::stats::Stats::default())),
     );
-    let state = AppState::with_metrics(limiter, token.map(String::from), metrics);
+    let state = AppState::new(limiter.clone(), token.map(String::from));
     let app = tollgate_server::api::router(state.clone());
-    TestService { state, store, app }
+    TestService {
+        state,
+        limiter,
+        store,
+        app,
+    }
 }
 
 pub struct Reply {

@@ -207,6 +207,9 @@ impl MemoryStore {
                 }
             }
         }
+        if let [item] = items {
+            return self.apply_single(op, item);
+        }
         let hashes: SmallVec<[u64; 2]> = items.iter().map(|i| self.hash(&i.key)).collect();
         let mut order: SmallVec<[usize; 2]> = hashes.iter().map(|h| self.shard_index(*h)).collect();
         order.sort_unstable();
@@ -286,6 +289,60 @@ impl MemoryStore {
         }
         drop(guards);
         Ok(out)
+    }
+
+    /// One key under any policy: one shard lock, one probe, and the check and its consequence in
+    /// one pass over the key's states (the general path walks the items twice, since every item
+    /// must be checked before any consumes).
+    fn apply_single(&self, op: Op, item: &PolicyItem<'_>) -> Result<PolicyVerdict, StoreError> {
+        let key = item.key;
+        let hash = self.hash(&key);
+        let shard = self.shard(hash);
+        shard.hint.prefetch::<Option<Slot>>(hash);
+        let mut table = shard.table.lock();
+        let now = self.inner.clock.now_micros();
+        let hasher = &self.inner.hasher;
+        let ids = state_ids(&item.policy.limits);
+        let mut fresh = KeyState::default();
+        let mut inserted = false;
+        let state = if matches!(op, Op::Consume | Op::Report) {
+            let slot = table.get_or_try_insert_with(
+                hash,
+                |(k, _)| k.is(&key, hash),
+                || {
+                    self.inner.tenants.admit(
+                        key.tenant,
+                        item.bounds,
+                        now,
+                        &self.inner.keys,
+                        self.inner.max_keys,
+                    )?;
+                    inserted = true;
+                    Ok((StoredKey::new(&key, hash), KeyState::default()))
+                },
+                |slot| hash_stored(hasher, slot),
+            )?;
+            &mut slot.1
+        } else {
+            match table.get_mut(hash, |(k, _)| k.is(&key, hash)) {
+                Some((_, s)) => s,
+                None => &mut fresh,
+            }
+        };
+        let (allowed, v) = state.with_states(&ids, now, |st| {
+            let checked = check_item(item, now, st);
+            let v = finish_item(op, item, now, st, &checked, checked.allowed);
+            (checked.allowed, v)
+        })?;
+        if inserted {
+            // The insert may have grown (moved) the table.
+            shard.hint.publish(table.slots());
+        }
+        Ok(PolicyVerdict {
+            allowed: allowed || matches!(op, Op::Report | Op::Refund),
+            now,
+            items: smallvec::smallvec![v],
+        })
     }
 
     /// The seed's decision (one sliding-log limit, consume) in the policy call's shape, on the
