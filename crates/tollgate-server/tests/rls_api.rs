@@ -34,6 +34,10 @@ user = { max_requests = 3, window_duration_seconds = 60 }
 "generic_key|path" = { max_requests = 2, window_duration_seconds = 1 }
 odd = { max_requests = 5, window_duration_seconds = 90 }
 roomy = { max_requests = 100, window_duration_seconds = 60 }
+two = { limits = [
+  { name = "per-minute", max_requests = 100, window_duration_seconds = 60 },
+  { name = "per-second", max_requests = 2, window_duration_seconds = 1 },
+] }
 
 [tenants.shop.clients.vip]
 user = { max_requests = 10, window_duration_seconds = 3600 }
@@ -351,6 +355,26 @@ async fn a_window_that_is_not_a_whole_unit_reports_unknown_with_the_window_in_th
     assert_eq!(cl.unit, Unit::Unknown as i32);
     assert_eq!(cl.requests_per_unit, 5);
     assert_eq!(cl.name, "action: 5 per 90s");
+}
+
+/// With several limits on a key, `current_limit` names the limit the status reports (the one with
+/// the fewest remaining, or the one that denied), not the policy's first.
+#[tokio::test]
+async fn current_limit_names_the_reported_limit_of_a_two_limit_key() {
+    let svc = service(StoreErrorPolicy::Allow);
+    let rls = start_rls(svc.state.clone()).await;
+    let mut c = RateLimitServiceClient::new(channel(&rls).await);
+    for (n, code) in [(1, Code::Ok), (2, Code::Ok), (3, Code::OverLimit)] {
+        let r = ask(&mut c, request("shop", vec![desc(&[("two", "x")])]))
+            .await
+            .unwrap();
+        let st = &r.statuses[0];
+        assert_eq!(st.code, code as i32, "call {n}: {r:?}");
+        let cl = st.current_limit.as_ref().unwrap();
+        assert_eq!(cl.name, "per-second", "call {n}: {r:?}");
+        assert_eq!(cl.requests_per_unit, 2, "call {n}");
+        assert_eq!(cl.unit, Unit::Second as i32, "call {n}");
+    }
 }
 
 #[tokio::test]

@@ -186,7 +186,11 @@ fn respond(d: &Decisions) -> RateLimitResponse {
                 (first.limit, first.capacity(), 0, None, true)
             }
         };
-        let pl = resolved.policy.limits.first();
+        // The name of the limit the status reports (the first when failing open, as above).
+        let pl = match item.verdict {
+            Some(_) => resolved.policy.limits.get(item.reported),
+            None => resolved.policy.limits.first(),
+        };
         statuses.push(DescriptorStatus {
             code: if allowed { Code::Ok } else { Code::OverLimit } as i32,
             current_limit: Some(mapping::current_limit(
