@@ -220,7 +220,6 @@ impl MemoryStore {
             .collect();
         let now = self.inner.clock.now_micros();
         let creates = matches!(op, Op::Consume | Op::Report);
-        let hasher = &self.inner.hasher;
         let ids: SmallVec<[SmallVec<[crate::algorithms::StateId; 2]>; 2]> =
             items.iter().map(|i| state_ids(&i.policy.limits)).collect();
         // Pass 1: check every item (creating new keys for consuming ops).
@@ -231,31 +230,8 @@ impl MemoryStore {
             let Some((_, table)) = guards.iter_mut().find(|(i, _)| *i == shard) else {
                 return Err(StoreError::Unsupported("shard lock".into()));
             };
-            let key = item.key;
             let mut fresh = KeyState::default();
-            let state = if creates {
-                let slot = table.get_or_try_insert_with(
-                    hash,
-                    |(k, _)| k.is(&key, hash),
-                    || {
-                        self.inner.tenants.admit(
-                            key.tenant,
-                            item.bounds,
-                            now,
-                            &self.inner.keys,
-                            self.inner.max_keys,
-                        )?;
-                        Ok((StoredKey::new(&key, hash), KeyState::default()))
-                    },
-                    |slot| hash_stored(hasher, slot),
-                )?;
-                &mut slot.1
-            } else {
-                match table.get_mut(hash, |(k, _)| k.is(&key, hash)) {
-                    Some((_, s)) => s,
-                    None => &mut fresh,
-                }
-            };
+            let (state, _) = self.state_for(table, creates, item, hash, now, &mut fresh)?;
             let checked = state.with_states(&ids[n], now, |st| check_item(item, now, st))?;
             allowed &= checked.allowed;
         }
@@ -291,6 +267,46 @@ impl MemoryStore {
         Ok(out)
     }
 
+    /// The state of `item`'s key in `table`, and whether this call created it. With `creates`
+    /// (consume, report) a missing key is created within its tenant's bounds; otherwise a missing
+    /// key reads as `fresh`, a stand-in that is never stored.
+    fn state_for<'t>(
+        &self,
+        table: &'t mut Table<Slot>,
+        creates: bool,
+        item: &PolicyItem<'_>,
+        hash: u64,
+        now: crate::clock::Micros,
+        fresh: &'t mut KeyState,
+    ) -> Result<(&'t mut KeyState, bool), StoreError> {
+        let key = item.key;
+        if !creates {
+            return Ok(match table.get_mut(hash, |(k, _)| k.is(&key, hash)) {
+                Some((_, s)) => (s, false),
+                None => (fresh, false),
+            });
+        }
+        let mut inserted = false;
+        let hasher = &self.inner.hasher;
+        let slot = table.get_or_try_insert_with(
+            hash,
+            |(k, _)| k.is(&key, hash),
+            || {
+                self.inner.tenants.admit(
+                    key.tenant,
+                    item.bounds,
+                    now,
+                    &self.inner.keys,
+                    self.inner.max_keys,
+                )?;
+                inserted = true;
+                Ok((StoredKey::new(&key, hash), KeyState::default()))
+            },
+            |slot| hash_stored(hasher, slot),
+        )?;
+        Ok((&mut slot.1, inserted))
+    }
+
     /// One key under any policy: one shard lock, one probe, and the check and its consequence in
     /// one pass over the key's states (the general path walks the items twice, since every item
     /// must be checked before any consumes).
@@ -301,34 +317,10 @@ impl MemoryStore {
         shard.hint.prefetch::<Option<Slot>>(hash);
         let mut table = shard.table.lock();
         let now = self.inner.clock.now_micros();
-        let hasher = &self.inner.hasher;
         let ids = state_ids(&item.policy.limits);
         let mut fresh = KeyState::default();
-        let mut inserted = false;
-        let state = if matches!(op, Op::Consume | Op::Report) {
-            let slot = table.get_or_try_insert_with(
-                hash,
-                |(k, _)| k.is(&key, hash),
-                || {
-                    self.inner.tenants.admit(
-                        key.tenant,
-                        item.bounds,
-                        now,
-                        &self.inner.keys,
-                        self.inner.max_keys,
-                    )?;
-                    inserted = true;
-                    Ok((StoredKey::new(&key, hash), KeyState::default()))
-                },
-                |slot| hash_stored(hasher, slot),
-            )?;
-            &mut slot.1
-        } else {
-            match table.get_mut(hash, |(k, _)| k.is(&key, hash)) {
-                Some((_, s)) => s,
-                None => &mut fresh,
-            }
-        };
+        let creates = matches!(op, Op::Consume | Op::Report);
+        let (state, inserted) = self.state_for(&mut table, creates, item, hash, now, &mut fresh)?;
         let (allowed, v) = state.with_states(&ids, now, |st| {
             let checked = check_item(item, now, st);
             let v = finish_item(op, item, now, st, &checked, checked.allowed);
