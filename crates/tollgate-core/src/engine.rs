@@ -89,19 +89,12 @@ pub struct Decisions {
 impl Decisions {
     /// How this call ended.
     pub fn outcome(&self) -> DecisionOutcome {
-        if self.fail_open {
-            DecisionOutcome::FailOpen
-        } else if !self.allowed {
-            DecisionOutcome::Denied
-        } else if self.items.iter().any(|i| {
+        let shadow_denied = self.items.iter().any(|i| {
             i.verdict
                 .as_ref()
                 .is_some_and(|v| v.shadow_denied.is_some())
-        }) {
-            DecisionOutcome::ShadowDenied
-        } else {
-            DecisionOutcome::Allowed
-        }
+        });
+        DecisionOutcome::classify(self.fail_open, self.allowed, shadow_denied)
     }
 
     /// The item a call is counted under: the first that denied, else the first limited one, else

@@ -95,22 +95,35 @@ impl DecisionOutcome {
     }
 }
 
+impl DecisionOutcome {
+    /// The one classification of a decided call, whatever its shape (one key or several):
+    /// failed open, else denied, else allowed only because a shadow limit would have denied,
+    /// else allowed.
+    pub fn classify(fail_open: bool, allowed: bool, shadow_denied: bool) -> Self {
+        if fail_open {
+            DecisionOutcome::FailOpen
+        } else if !allowed {
+            DecisionOutcome::Denied
+        } else if shadow_denied {
+            DecisionOutcome::ShadowDenied
+        } else {
+            DecisionOutcome::Allowed
+        }
+    }
+}
+
 impl Decision {
     /// How this decision ended.
     pub fn outcome(&self) -> DecisionOutcome {
-        match self.outcome {
-            Outcome::Decided(v) if !v.allowed => DecisionOutcome::Denied,
-            Outcome::Decided(_)
-                if self
-                    .verdict
-                    .as_ref()
-                    .is_some_and(|iv| iv.shadow_denied.is_some()) =>
-            {
-                DecisionOutcome::ShadowDenied
-            }
-            Outcome::Decided(_) => DecisionOutcome::Allowed,
-            Outcome::FailOpen { .. } => DecisionOutcome::FailOpen,
-        }
+        let (fail_open, allowed) = match self.outcome {
+            Outcome::Decided(v) => (false, v.allowed),
+            Outcome::FailOpen { .. } => (true, true),
+        };
+        let shadow_denied = self
+            .verdict
+            .as_ref()
+            .is_some_and(|iv| iv.shadow_denied.is_some());
+        DecisionOutcome::classify(fail_open, allowed, shadow_denied)
     }
 }
 
