@@ -5,8 +5,8 @@
 //! - memory store on a `ManualClock`, swept at random moments (the background sweep);
 //! - Redis through the script's explicit-time argument. Redis expires keys on its own clock, which
 //!   explicit times cannot drive, so the test checks the expiry the script sets instead: after
-//!   every call `PEXPIRETIME` must be when the model says the key stops holding anything (its
-//!   newest entry's time + the window of the last call, in ms rounded up), or the key must be gone
+//!   every call `PEXPIRETIME` must be what the model says (the end of its newest entry's tick +
+//!   the window of the last call, in ms rounded up), or the key must be gone
 //!   when the model holds nothing. Before each call, a key whose expiry has passed (in test time)
 //!   is deleted, as Redis would have done by then.
 

@@ -227,8 +227,10 @@ local function slog_rewrite(s, newcap, rebase_t, rebase_c)
   s.changed = true
 end
 
--- Writes the header and sets the key to expire when its newest entry leaves the window of this
--- call: the same moment the memory store's sweep would drop it. An empty log is deleted.
+-- Writes the header and sets the key to expire at the end of its newest entry's tick plus the
+-- window of this call: at most one tick after the memory store's sweep would drop it, and a
+-- request merged into that entry cannot move it, so redis_consume_one.lua (which follows the same
+-- rule) skips the PEXPIREAT on its hot path. An empty log is deleted.
 local function slog_save(s)
   if s.head == s.count then
     redis.call('DEL', s.key)
@@ -238,7 +240,10 @@ local function slog_save(s)
   redis.call('SETRANGE', s.key, 0, spack(HFMT, MAGIC, VERSION, s.head, s.count, s.cap, s.base_t,
     s.base_c, s.evicted, s.head_at, lt, s.last_c, w,
     checksum(s.head, s.count, s.cap, s.base_t, s.base_c, s.evicted, s.head_at, lt, s.last_c, w)))
-  redis.call('PEXPIREAT', s.key, expire_ms(lt + w))
+  local tick = max(1, floor(w / 65536))
+  local tick_end = lt - fmod(lt, tick)
+  if tick_end < lt then tick_end = tick_end + tick end
+  redis.call('PEXPIREAT', s.key, expire_ms(tick_end + w))
 end
 
 -- Logs `cost` at now. A request joins the newest entry when it falls in the same tick of this

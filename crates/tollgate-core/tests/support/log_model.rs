@@ -115,11 +115,14 @@ impl Oracle {
         self.answer(now, limit, cost, allowed)
     }
 
-    /// When the key stops holding anything, under the window of the last call: the newest live
-    /// entry's time plus that window. `None` when nothing is live.
+    /// When the Redis key expires, under the window `W` of the last call: the end of the tick of
+    /// `W` holding the newest live entry, plus `W` (no earlier than it stops holding anything, and
+    /// a request merged into that entry cannot move it). `None` when nothing is live.
     pub fn expires_at(&self) -> Option<u64> {
         let last = self.counted_after(None).last()?;
-        Some(last.0 + self.window?)
+        let w = self.window?;
+        let tick = tick_for(w);
+        Some(last.0.div_ceil(tick) * tick + w)
     }
 
     /// The window of the last call, if any.

@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Load generator for scripts/bench-redis-cpu: EVALSHA calls over raw RESP, pipelined, on one hot
+key or a random mix of keys. (redis-benchmark cannot send the binary argument the one-consume
+script takes.) Only the Redis side is measured (INFO commandstats), so the client's own speed
+does not enter the figure as long as it keeps Redis busy.
+
+usage: redis-cpu-load.py PORT SHA CALLS KEYS PIPELINE NKEYS ARG...
+  KEYS = 0 for one hot key, else the number of random keys; NKEYS = number of keys (1 or 2);
+  an ARG 'hex:...' is sent as those bytes.
+"""
+import random
+import socket
+import sys
+
+
+def bulk(b: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(b), b)
+
+
+def main() -> None:
+    port, sha, calls, nkeys_space, pipeline, nkeys = sys.argv[1:7]
+    calls, nkeys_space, pipeline, nkeys = int(calls), int(nkeys_space), int(pipeline), int(nkeys)
+    args = [bytes.fromhex(a[4:]) if a.startswith("hex:") else a.encode() for a in sys.argv[7:]]
+    tail = b"".join(bulk(a) for a in args)
+    head = b"*%d\r\n" % (3 + nkeys + len(args)) + bulk(b"EVALSHA") + bulk(sha.encode()) + bulk(b"%d" % nkeys)
+    rng = random.Random(7)
+
+    def command() -> bytes:
+        n = rng.randrange(nkeys_space) if nkeys_space else 0
+        keys = b"".join(bulk(b"tollgate:{%016d}%s:k" % (n, s)) for s in (b"x", b"y")[:nkeys])
+        return head + keys + tail
+
+    s = socket.create_connection(("127.0.0.1", int(port)))
+    f = s.makefile("rb")
+    sent = 0
+    while sent < calls:
+        n = min(pipeline, calls - sent)
+        s.sendall(b"".join(command() for _ in range(n)))
+        for _ in range(n):
+            line = f.readline()
+            if line[:1] == b"-":
+                sys.exit("script error: " + line.decode(errors="replace").strip())
+            if line[:1] == b"$":
+                f.read(int(line[1:]) + 2)
+            elif line[:1] == b"*":
+                for _ in range(int(line[1:])):
+                    f.readline()
+        sent += n
+
+
+if __name__ == "__main__":
+    main()
