@@ -202,29 +202,41 @@ if kind ~= 'l' then
   local refused = not exists and not may_create
   local ok, retry, remaining, reset, used
   if kind == 'g' then
+    -- Integer arithmetic with operators (exact below 2^53); the general script's floor / ceil /
+    -- max give the same values.
     local tat = now
     if v then
       if #v ~= 9 or v:byte(1) ~= 71 then corrupt('not a gcra state') end
       tat = sunpack('<d', v, 2)
-      if not (tat >= 0 and tat < 9007199254740992 and tat == floor(tat)) then
+      if not (tat >= 0 and tat < 9007199254740992 and tat % 1 == 0) then
         corrupt('gcra time out of range')
       end
     end
-    local T = max(1, ceil(window / max_n))
+    local r = window % max_n
+    local T = (window - r) / max_n
+    if r > 0 then T = T + 1 end
+    if T < 1 then T = 1 end
     local bT = burst * T
-    ok = max(tat, now) + cost * T - now <= bT
+    local base = tat
+    if now > base then base = now end
+    ok = base + cost * T - now <= bT
     if ok and not refused then
-      tat = max(tat, now) + cost * T
+      tat = base + cost * T
       if tat > now then
-        redis.call('SET', key, spack('<c1d', 'G', tat), 'PXAT', floor(tat / 1000) + 1)
+        redis.call('SET', key, spack('<c1d', 'G', tat), 'PXAT', (tat - tat % 1000) / 1000 + 1)
       elseif exists then
         redis.call('DEL', key)
       end
+      base = tat
     elseif not ok then
-      retry = max(tat, now) + cost * T - bT
+      retry = base + cost * T - bT
     end
-    local base = max(tat, now)
-    remaining, reset, used = max(0, floor((bT - (base - now)) / T)), base, ceil((base - now) / T)
+    local room, ahead = bT - (base - now), base - now
+    remaining = 0
+    if room > 0 then remaining = (room - room % T) / T end
+    used = (ahead - ahead % T) / T
+    if ahead % T > 0 then used = used + 1 end
+    reset = base
   elseif kind == 'c' then
     local w = window
     local start = now - fmod(now, w)
