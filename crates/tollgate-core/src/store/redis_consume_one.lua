@@ -14,9 +14,11 @@
 -- a redis.call costs about 8,000, a C function called from Lua (math.floor, tonumber, fmod)
 -- a few hundred, creating a closure about as much, while Lua arithmetic is a few instructions.
 -- The general script defines some twenty closures per call and calls fmod twenty times for its
--- checksum. So this one: three Redis calls on the hot path (TIME, GETRANGE and SETRANGE of the
--- header), operators instead of library calls, and functions created only on the paths that
--- need them. The checksum's `%` equals the general script's fmod: operands stay below 2^53 and
+-- checksum. So this one: the common cases in straight lines without closures (a request that
+-- joins the newest entry or creates the key: TIME, GETRANGE and SET / SETRANGE of the header; one
+-- that starts an entry or starts over: one or two more writes), operators instead of library
+-- calls, and functions created only on the paths that need them (evictions that read records,
+-- denials, rewrites). The checksum's `%` equals the general script's fmod: operands stay below 2^53 and
 -- a quotient that rounds up is corrected (`if x < 0`).
 --
 -- Fewer Redis calls than the general script, same checks:
@@ -105,47 +107,99 @@ if bad then
   redis.call('DEL', key)
   return redis.error_reply('TGCORRUPT 1 ' .. bad)
 end
-if hdr and last_window == window and head_at + window > now then
-  local newc = last_c + cost
-  local used = newc - evicted
-  local tick = (window - window % 65536) / 65536
+-- Three cases need no record reads and no closures, under the window of the last call: the
+-- request joins the newest entry (merge), starts an entry after it with room in the string
+-- (append), or starts over in a log whose entries have all left the window (restart).
+local plan, tick
+if hdr and last_window == window then
+  tick = (window - window % 65536) / 65536
   if tick < 1 then tick = 1 end
   local r = last_at % tick
   if r < 0 then r = r + tick end
   local tick_end = last_at
   if r > 0 then tick_end = last_at - r + tick end
-  local at = last_at
-  if now > at then at = now end
-  if used <= max_n and now <= tick_end and newc - base_c < LIMIT48 and at - base_t < LIMIT48 then
-    if head == count - 1 then head_at = at end
-    local x = (65599 + head) % P
-    x = (x * 65599 + count) % P
-    if x < 0 then x = x + P end
-    x = (x * 65599 + cap) % P
-    if x < 0 then x = x + P end
-    x = (x * 65599 + base_t) % P
-    if x < 0 then x = x + P end
-    x = (x * 65599 + base_c) % P
-    if x < 0 then x = x + P end
-    x = (x * 65599 + evicted) % P
-    if x < 0 then x = x + P end
-    x = (x * 65599 + head_at) % P
-    if x < 0 then x = x + P end
-    x = (x * 65599 + at) % P
-    if x < 0 then x = x + P end
-    x = (x * 65599 + newc) % P
-    if x < 0 then x = x + P end
-    x = (x * 65599 + window) % P
-    if x < 0 then x = x + P end
-    local n = redis.call('SETRANGE', key, '0', spack(HFMT, 'TGWL', 1, head, count, cap, base_t,
-      base_c, evicted, head_at, at, newc, window, x))
-    if n ~= H + cap * R then
-      redis.call('DEL', key)
-      return redis.error_reply('TGCORRUPT 1 length does not match the capacity')
+  local newc = last_c + cost
+  if head_at + window > now then
+    if now <= tick_end then
+      local at = last_at
+      if now > at then at = now end
+      if newc - evicted <= max_n and newc - base_c < LIMIT48 and at - base_t < LIMIT48 then
+        plan = 'merge'
+      end
+    elseif count < cap and newc - evicted <= max_n and now - base_t < LIMIT48
+        and newc - base_c < LIMIT48 then
+      plan = 'append'
     end
-    -- Same tick, same window: the expiry stays where it was.
-    return spack(REPLY, now, 5, max_n - used, head_at + window, -1, used)
+  elseif last_at + window <= now and cap <= 64 and cost <= max_n then
+    plan = 'restart'
   end
+end
+if plan then
+  local flush, flush_at
+  if plan == 'merge' then
+    if now > last_at then last_at = now end
+    if head == count - 1 then head_at = last_at end
+  elseif plan == 'append' then
+    -- The newest entry goes to its record; the new one lives in the header.
+    flush, flush_at = spack('>I6I6', last_at - base_t, last_c - base_c), count - 1
+    count = count + 1
+    last_at = now
+  else
+    evicted = last_c
+    head, count, base_t, base_c, head_at, last_at = 0, 1, now, evicted, now, now
+  end
+  last_c = last_c + cost
+  local x = (65599 + head) % P
+  x = (x * 65599 + count) % P
+  if x < 0 then x = x + P end
+  x = (x * 65599 + cap) % P
+  if x < 0 then x = x + P end
+  x = (x * 65599 + base_t) % P
+  if x < 0 then x = x + P end
+  x = (x * 65599 + base_c) % P
+  if x < 0 then x = x + P end
+  x = (x * 65599 + evicted) % P
+  if x < 0 then x = x + P end
+  x = (x * 65599 + head_at) % P
+  if x < 0 then x = x + P end
+  x = (x * 65599 + last_at) % P
+  if x < 0 then x = x + P end
+  x = (x * 65599 + last_c) % P
+  if x < 0 then x = x + P end
+  x = (x * 65599 + window) % P
+  if x < 0 then x = x + P end
+  local header = spack(HFMT, 'TGWL', 1, head, count, cap, base_t, base_c, evicted, head_at,
+    last_at, last_c, window, x)
+  local length, n = H + cap * R, nil
+  if flush and flush_at == 0 then
+    -- Record 0 follows the header: one write.
+    n = redis.call('SETRANGE', key, '0', header .. flush)
+  else
+    if flush then
+      n = redis.call('SETRANGE', key, H + flush_at * R, flush)
+      if n ~= length then
+        redis.call('DEL', key)
+        return redis.error_reply('TGCORRUPT 1 length does not match the capacity')
+      end
+    end
+    n = redis.call('SETRANGE', key, '0', header)
+  end
+  if n ~= length then
+    redis.call('DEL', key)
+    return redis.error_reply('TGCORRUPT 1 length does not match the capacity')
+  end
+  if plan ~= 'merge' then
+    -- A new entry moves the expiry to the end of its tick plus the window; a merge leaves it.
+    local e = now % tick
+    if e < 0 then e = e + tick end
+    if e > 0 then e = tick - e end
+    e = now + e + window + 999
+    local m = e % 1000
+    if m < 0 then m = m + 1000 end
+    redis.call('PEXPIREAT', key, (e - m) / 1000)
+  end
+  local used = last_c - evicted
+  return spack(REPLY, now, 5, max_n - used, head_at + window, -1, used)
 elseif kind == 'l' and not hdr and may_create and cost <= max_n then
   -- A new log: header, the entry (held in the header) and room for three more, in one SET that
   -- fails when the key holds an empty string; it expires at the end of the entry's tick plus
