@@ -6,11 +6,13 @@ does not enter the figure as long as it keeps Redis busy.
 
 usage: redis-cpu-load.py PORT SHA CALLS KEYS PIPELINE NKEYS ARG...
   KEYS = 0 for one hot key, else the number of random keys; NKEYS = number of keys (1 or 2);
-  an ARG 'hex:...' is sent as those bytes.
+  an ARG 'hex:...' is sent as those bytes; an ARG 'step:N' as a time in µs that starts at the
+  real clock and grows by N per call (the scripts' explicit-time argument).
 """
 import random
 import socket
 import sys
+import time
 
 
 def bulk(b: bytes) -> bytes:
@@ -20,15 +22,21 @@ def bulk(b: bytes) -> bytes:
 def main() -> None:
     port, sha, calls, nkeys_space, pipeline, nkeys = sys.argv[1:7]
     calls, nkeys_space, pipeline, nkeys = int(calls), int(nkeys_space), int(pipeline), int(nkeys)
-    args = [bytes.fromhex(a[4:]) if a.startswith("hex:") else a.encode() for a in sys.argv[7:]]
-    tail = b"".join(bulk(a) for a in args)
+    raw = sys.argv[7:]
+    args = [bytes.fromhex(a[4:]) if a.startswith("hex:") else a.encode() for a in raw]
+    step = next((int(a[5:]) for a in raw if a.startswith("step:")), None)
     head = b"*%d\r\n" % (3 + nkeys + len(args)) + bulk(b"EVALSHA") + bulk(sha.encode()) + bulk(b"%d" % nkeys)
     rng = random.Random(7)
+    clock = [int(time.time() * 1e6) + 1_000_000]
 
     def command() -> bytes:
         n = rng.randrange(nkeys_space) if nkeys_space else 0
         keys = b"".join(bulk(b"tollgate:{%016d}%s:k" % (n, s)) for s in (b"x", b"y")[:nkeys])
-        return head + keys + tail
+        if step is None:
+            return head + keys + b"".join(bulk(a) for a in args)
+        clock[0] += step
+        return head + keys + b"".join(
+            bulk(b"%d" % clock[0] if r.startswith("step:") else a) for r, a in zip(raw, args))
 
     s = socket.create_connection(("127.0.0.1", int(port)))
     f = s.makefile("rb")
