@@ -107,9 +107,10 @@ if bad then
   redis.call('DEL', key)
   return redis.error_reply('TGCORRUPT 1 ' .. bad)
 end
--- Three cases need no record reads and no closures, under the window of the last call: the
--- request joins the newest entry (merge), starts an entry after it with room in the string
--- (append), or starts over in a log whose entries have all left the window (restart).
+-- Four cases need no closures, under the window of the last call: the request joins the newest
+-- entry (merge), starts an entry after it with room in the string (append), starts over in a log
+-- whose entries have all left the window (restart), or is denied with nothing to evict and the
+-- oldest entry's departure making room (deny: one record read at most, nothing written).
 local plan, tick
 if hdr and last_window == window then
   tick = (window - window % 65536) / 65536
@@ -119,7 +120,37 @@ if hdr and last_window == window then
   local tick_end = last_at
   if r > 0 then tick_end = last_at - r + tick end
   local newc = last_c + cost
-  if head_at + window > now then
+  if head_at + window > now and newc - evicted > max_n then
+    -- Denied with nothing to evict: nothing changes. The retry time is when the oldest entry
+    -- leaves, if that makes room (the general search stops there when it does).
+    local retry = now
+    if head == count - 1 then
+      if last_c >= newc - max_n then retry = last_at + window end
+    else
+      local rec = redis.call('GETRANGE', key, H + head * R, H + head * R + R - 1)
+      if #rec == R then
+        local a, c = sunpack('>I6I6', rec)
+        if c + base_c >= newc - max_n then
+          retry = a + base_t + window
+          if retry < now then retry = now end
+        else
+          retry = nil
+        end
+      else
+        retry = nil
+      end
+    end
+    if retry then
+      if redis.call('STRLEN', key) ~= H + cap * R then
+        redis.call('DEL', key)
+        return redis.error_reply('TGCORRUPT 1 length does not match the capacity')
+      end
+      local used = last_c - evicted
+      local remaining = max_n - used
+      if remaining < 0 then remaining = 0 end
+      return spack(REPLY, now, 0, remaining, head_at + window, retry, used)
+    end
+  elseif head_at + window > now then
     if now <= tick_end then
       local at = last_at
       if now > at then at = now end
