@@ -128,3 +128,33 @@ impl Drop for HeadSleep {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::rt::Timer;
+
+    #[tokio::test]
+    async fn a_sleep_fires_at_its_deadline_through_the_watch() {
+        let timer = HeadTimer::new(Duration::from_millis(50));
+        let watch = tokio::spawn(timer.clone().watch());
+        let started = Instant::now();
+        let sleep = timer.sleep(Duration::from_millis(50));
+        tokio::time::timeout(Duration::from_secs(10), sleep)
+            .await
+            .expect("the watch fires the sleep once its deadline passes");
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        watch.abort();
+    }
+
+    #[test]
+    fn dropping_a_sleep_withdraws_only_its_own_deadline() {
+        let timer = HeadTimer::new(Duration::from_secs(10));
+        let first = timer.sleep(Duration::from_secs(1));
+        let second = timer.sleep(Duration::from_secs(2));
+        drop(first);
+        assert_ne!(timer.shared.deadline.load(Ordering::Acquire), NONE);
+        drop(second);
+        assert_eq!(timer.shared.deadline.load(Ordering::Acquire), NONE);
+    }
+}
