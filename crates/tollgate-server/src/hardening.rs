@@ -150,7 +150,9 @@ pub async fn read_body(req: Request, limits: BodyLimits) -> BodyRead {
     }
     let (parts, body) = req.into_parts();
     match collect_body(body, limits).await {
-        Ok(Collected::Whole(bytes)) => BodyRead::Whole(Request::from_parts(parts, Body::from(bytes))),
+        Ok(Collected::Whole(bytes)) => {
+            BodyRead::Whole(Request::from_parts(parts, Body::from(bytes)))
+        }
         // Handed on rather than answered here, so that the route's own checks (the admin token
         // first) run as they would for any other body, and the body extractor answers 413.
         Ok(Collected::OverLimit(prefix)) => {

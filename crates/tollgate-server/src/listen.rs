@@ -12,8 +12,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::head_deadline::HeadTimer;
 use crate::hardening::{HttpLimits, HYPER_MAX_HEADERS, HYPER_MAX_HEADER_BYTES};
+use crate::head_deadline::HeadTimer;
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and waits for open
 /// connections to finish their requests (idle ones are closed at once).

@@ -54,8 +54,7 @@ async fn request_timeout_answer_carries_the_request_id() {
         request_timeout: Duration::from_millis(100),
         ..HttpLimits::default()
     };
-    let app =
-        tollgate_server::api::router_with(slow_state(Duration::from_secs(30)), &limits);
+    let app = tollgate_server::api::router_with(slow_state(Duration::from_secs(30)), &limits);
     let r = send(
         &app,
         Method::POST,
