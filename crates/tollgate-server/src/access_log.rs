@@ -1,4 +1,5 @@
-//! One log line per request, and the `X-Request-Id` that ties it to the client's view.
+//! One log line per request, and the `X-Request-Id` that ties it to the client's view (both
+//! applied by [`crate::request_layer`]).
 //!
 //! Every request is logged once (method, path, status, latency in ms to the µs, request id):
 //! client errors and denials at debug — the client's mistake is not the operator's problem, and a
@@ -9,9 +10,7 @@
 use std::borrow::Cow;
 use std::time::Instant;
 
-use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::middleware::Next;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -45,48 +44,52 @@ pub fn is_sane_request_id(v: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// A random 128-bit id in hex. Random rather than counted, so ids reveal nothing about how many
-/// requests the service handles. `rand`'s thread-local generator is a CSPRNG seeded from the OS,
-/// so this costs no syscall per request.
-fn generate_request_id() -> HeaderValue {
-    let n: u128 = rand::random();
-    HeaderValue::try_from(format!("{n:032x}"))
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+/// The request id to answer with: the client's own when it is sane, else a fresh one.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    match headers.get(&X_REQUEST_ID) {
+        Some(v) if is_sane_request_id(v.as_bytes()) => v.clone(),
+        _ => generate_request_id(),
+    }
 }
 
-/// The middleware: assigns the request id, times the request, logs it, echoes the id.
-pub async fn log_requests(mut req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let id = match req.headers().get(&X_REQUEST_ID) {
-        Some(v) if is_sane_request_id(v.as_bytes()) => v.clone(),
-        _ => {
-            let id = generate_request_id();
-            req.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
-            id
-        }
-    };
-    let method = req.method().clone();
-    // The path only: query strings may carry data the operator did not mean to log. Cloning the
-    // URI shares its buffer; copying the path out would allocate on every request.
-    let uri = req.uri().clone();
-    let mut resp = next.run(req).await;
-    let status = resp.status();
-    // Whole microseconds: more digits are noise, not precision.
-    let latency_ms = started.elapsed().as_micros() as f64 / 1000.0;
-    let request_id = id.to_str().unwrap_or("");
-    let path = loggable_path(uri.path());
-    let path = path.as_ref();
-    let code = resp.extensions().get::<ErrorCode>().map_or("", |c| c.0);
-    let status_code = status.as_u16();
-    if status == StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::error!(api = "http", %method, path, status = status_code, error = code, latency_ms, request_id, "request failed");
-    } else if status.is_server_error() {
-        tracing::warn!(api = "http", %method, path, status = status_code, error = code, latency_ms, request_id, "request failed");
-    } else if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
-        tracing::debug!(api = "http", %method, path, status = status_code, error = code, latency_ms, request_id, "request failed");
-    } else {
-        tracing::debug!(api = "http", %method, path, status = status_code, latency_ms, request_id, "request");
+/// A random 128-bit id in hex. Random rather than counted, so ids reveal nothing about how many
+/// requests the service handles. `rand`'s thread-local generator is a CSPRNG seeded from the OS,
+/// so this costs no syscall per request. The hex is written into a stack buffer: no formatting
+/// machinery and no intermediate `String` on every request.
+fn generate_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n: u128 = rand::random();
+    let mut buf = [0u8; 32];
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
     }
-    resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
-    resp
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// Writes the request's log line. Nothing is formatted (path cut, latency) unless the line's
+/// level is enabled: tracing evaluates a macro's fields only then.
+pub fn log_request(
+    method: &Method,
+    uri: &Uri,
+    started: Instant,
+    request_id: &HeaderValue,
+    resp: &Response,
+) {
+    let status = resp.status();
+    let status_code = status.as_u16();
+    let request_id = request_id.to_str().unwrap_or("");
+    // Whole microseconds: more digits are noise, not precision.
+    let latency_ms = || started.elapsed().as_micros() as f64 / 1000.0;
+    let code = || resp.extensions().get::<ErrorCode>().map_or("", |c| c.0);
+    // The path only: query strings may carry data the operator did not mean to log.
+    let path = || loggable_path(uri.path());
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(api = "http", %method, path = path().as_ref(), status = status_code, error = code(), latency_ms = latency_ms(), request_id, "request failed");
+    } else if status.is_server_error() {
+        tracing::warn!(api = "http", %method, path = path().as_ref(), status = status_code, error = code(), latency_ms = latency_ms(), request_id, "request failed");
+    } else if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
+        tracing::debug!(api = "http", %method, path = path().as_ref(), status = status_code, error = code(), latency_ms = latency_ms(), request_id, "request failed");
+    } else {
+        tracing::debug!(api = "http", %method, path = path().as_ref(), status = status_code, latency_ms = latency_ms(), request_id, "request");
+    }
 }

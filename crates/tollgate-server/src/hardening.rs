@@ -5,10 +5,8 @@
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::Request;
+use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
@@ -24,7 +22,7 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 64;
 /// What hyper itself reads before giving up on a request head (and answering a bare 431 without
 /// routing it). Set well above the limits above so that ordinary oversized heads reach
-/// [`limit_request`], which answers them in JSON like every other error.
+/// [`check_head`], which answers them in JSON like every other error.
 pub const HYPER_MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const HYPER_MAX_HEADERS: usize = 256;
 
@@ -114,55 +112,54 @@ fn headers_too_large(headers: &axum::http::HeaderMap) -> bool {
     bytes > MAX_HEADER_BYTES
 }
 
-/// Refuses over-long URIs and oversized header sets, and answers `request_timeout` when a request
-/// runs past its limit. Dropping the handler's future on timeout is safe: a queued decision gives
-/// its place back.
-pub async fn limit_request(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
+/// Refuses over-long URIs and oversized header sets.
+pub fn check_head(req: &Request) -> Result<(), ApiError> {
     let uri_len = req
         .uri()
         .path_and_query()
         .map(|p| p.as_str().len())
         .unwrap_or(0);
     if uri_len > MAX_URI_BYTES {
-        return ApiError::UriTooLong.into_response();
+        return Err(ApiError::UriTooLong);
     }
     if headers_too_large(req.headers()) {
-        return ApiError::HeadersTooLarge.into_response();
+        return Err(ApiError::HeadersTooLarge);
     }
-    match tokio::time::timeout(timeout, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => ApiError::RequestTimeout.into_response(),
-    }
+    Ok(())
+}
+
+/// What [`read_body`] made of a request's body.
+pub enum BodyRead {
+    /// The request with its whole body buffered.
+    Whole(Request),
+    /// The request with only the first [`MAX_BODY_BYTES`] + 1 bytes of its body, so the body
+    /// extractor answers 413; the rest is unread, so the connection must close after the answer.
+    OverLimit(Request),
+    /// The body was late, too slow or broken: answer this and close the connection.
+    Failed(ApiError),
 }
 
 /// Reads the whole request body before the handler runs, within [`BodyLimits`]: a body that is
-/// late or too slow is answered 408 `body_timeout` and its connection closed (the rest of the body
-/// is never read, so the connection cannot be reused), freeing the connection slot. Bodies are
-/// capped at [`MAX_BODY_BYTES`], so buffering them here costs no more than the handlers' own
-/// extraction did.
-pub async fn read_body(State(limits): State<BodyLimits>, req: Request, next: Next) -> Response {
-    let (parts, body) = req.into_parts();
-    if body.is_end_stream() {
-        return next.run(Request::from_parts(parts, body)).await;
+/// late or too slow is [`BodyRead::Failed`] with 408 `body_timeout` (the rest of the body is never
+/// read, so the connection cannot be reused), freeing the connection slot. Bodies are capped at
+/// [`MAX_BODY_BYTES`], so buffering them here costs no more than the handlers' own extraction did.
+/// A body already in memory is taken without arming a timer.
+pub async fn read_body(req: Request, limits: BodyLimits) -> BodyRead {
+    if req.body().is_end_stream() {
+        return BodyRead::Whole(req);
     }
-    let mut resp = match collect_body(body, limits).await {
+    let (parts, body) = req.into_parts();
+    match collect_body(body, limits).await {
         Ok(Collected::Whole(bytes)) => {
-            return next
-                .run(Request::from_parts(parts, Body::from(bytes)))
-                .await
+            BodyRead::Whole(Request::from_parts(parts, Body::from(bytes)))
         }
         // Handed on rather than answered here, so that the route's own checks (the admin token
         // first) run as they would for any other body, and the body extractor answers 413.
         Ok(Collected::OverLimit(prefix)) => {
-            next.run(Request::from_parts(parts, Body::from(prefix)))
-                .await
+            BodyRead::OverLimit(Request::from_parts(parts, Body::from(prefix)))
         }
-        Err(e) => e.into_response(),
-    };
-    // The rest of the body is unread, so the connection cannot carry another request.
-    resp.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    resp
+        Err(e) => BodyRead::Failed(e),
+    }
 }
 
 /// What [`collect_body`] read.
@@ -188,7 +185,12 @@ async fn collect_body(mut body: Body, limits: BodyLimits) -> Result<Collected, A
                 hard_deadline.min(started + allowed)
             }
         };
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+        // A frame already received is taken as it is; only a body still on its way arms a timer.
+        let frame = match body.frame().now_or_never() {
+            Some(frame) => Ok(frame),
+            None => tokio::time::timeout_at(deadline, body.frame()).await,
+        };
+        let frame = match frame {
             Err(_) => return Err(ApiError::BodyTimeout),
             Ok(None) => break,
             Ok(Some(Err(e))) => {

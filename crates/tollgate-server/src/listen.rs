@@ -6,13 +6,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::hardening::{HttpLimits, HYPER_MAX_HEADERS, HYPER_MAX_HEADER_BYTES};
+use crate::head_deadline::HeadTimer;
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and waits for open
 /// connections to finish their requests (idle ones are closed at once).
@@ -23,8 +24,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+    http.header_read_timeout(limits.header_read_timeout)
         .max_header_size(HYPER_MAX_HEADER_BYTES)
         .max_headers(HYPER_MAX_HEADERS);
     let graceful = GracefulShutdown::new();
@@ -53,12 +53,19 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn =
-            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let head_timer = HeadTimer::new(limits.header_read_timeout);
+        let conn = http
+            .clone()
+            .timer(head_timer.clone())
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            tokio::select! {
+                biased;
+                r = conn => if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                },
+                () = head_timer.watch() => {}
             }
             drop(slot);
         });

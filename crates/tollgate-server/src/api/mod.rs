@@ -14,7 +14,7 @@ mod stats;
 mod tenant_auth;
 mod tenant_keys;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -23,7 +23,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
-use crate::extract::MAX_BODY_BYTES;
 use crate::hardening::HttpLimits;
 use crate::state::AppState;
 
@@ -83,20 +82,10 @@ pub fn router_with(state: AppState, limits: &HttpLimits) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(
-            limits.body,
-            crate::hardening::read_body,
-        ))
-        .layer(middleware::from_fn_with_state(
-            limits.request_timeout,
-            crate::hardening::limit_request,
-        ))
-        .layer(middleware::from_fn_with_state(
+        .layer(crate::request_layer::RequestLayer::new(
             state.clone(),
-            crate::shutdown::answer_when_grace_over,
+            limits,
         ))
-        .layer(middleware::from_fn(crate::access_log::log_requests))
         .with_state(state)
 }
 
