@@ -24,6 +24,12 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// tenant id → the tenant's JSON document.
 const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
 
+/// redb's page cache. Its default (1 GiB) would end up holding the whole database, read once by
+/// the start-up load (about 150 bytes per configured limit, as much as the configuration in
+/// force): decisions never read the database, and a change reads only the few pages on its path,
+/// whose upper levels stay cached in far less. Bounded, the database costs a fixed 16 MiB.
+const CACHE_BYTES: usize = 16 << 20;
+
 /// The database file's name in the data dir.
 pub const DATABASE_FILE: &str = "config.redb";
 /// What an imported `config.json` is renamed to.
@@ -91,7 +97,10 @@ impl EmbeddedBackend {
             )));
         }
         let db = Arc::new(
-            Database::create(&self.path).map_err(|e| persist("cannot open", &self.path, e))?,
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create(&self.path)
+                .map_err(|e| persist("cannot open", &self.path, e))?,
         );
         *slot = Some(db.clone());
         Ok((db, had_one))

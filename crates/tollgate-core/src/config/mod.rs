@@ -8,6 +8,7 @@ mod file;
 pub mod policy_spec;
 mod redis;
 mod snapshot;
+mod sorted_map;
 mod tenant_map;
 
 use std::sync::Arc;
@@ -26,7 +27,8 @@ pub use embedded::{stored_tenant_count, EmbeddedBackend, DATABASE_FILE, IMPORTED
 pub use file::{parse_toml, to_toml, FileBackend};
 pub use redis::{LoadStats, RedisConfigBackend};
 pub use snapshot::{Snapshot, TenantLimits};
-pub use tenant_map::TenantMap;
+pub use sorted_map::SortedMap;
+pub use tenant_map::{Tenant, TenantMap};
 
 use crate::credentials::ApiKeyRecord;
 use crate::limit::{validate_id, Limit};
@@ -593,7 +595,7 @@ fn build(cur: &Snapshot, change: &Change, touched: &mut Touched) -> Result<Snaps
         if t.is_default() {
             next.tenants.remove(tenant);
         } else {
-            next.tenants.insert(tenant.to_string(), Arc::new(t));
+            next.tenants.insert(tenant.to_string(), t);
         }
     };
     match change {
@@ -612,7 +614,7 @@ fn build(cur: &Snapshot, change: &Change, touched: &mut Touched) -> Result<Snaps
         } => {
             validate_id("action_type", action).map_err(invalid)?;
             let mut t = tenant_mut(&mut next, tenant)?;
-            t.actions.insert(action.clone(), Policy::single(*limit));
+            t.actions.insert(action, Policy::single(*limit));
             put(&mut next, tenant, t);
         }
         Change::SetActionPolicy {
@@ -622,7 +624,7 @@ fn build(cur: &Snapshot, change: &Change, touched: &mut Touched) -> Result<Snaps
         } => {
             validate_id("action_type", action).map_err(invalid)?;
             let mut t = tenant_mut(&mut next, tenant)?;
-            t.actions.insert(action.clone(), policy.clone());
+            t.actions.insert(action, policy.clone());
             put(&mut next, tenant, t);
         }
         Change::SetClientPolicy {
@@ -634,10 +636,9 @@ fn build(cur: &Snapshot, change: &Change, touched: &mut Touched) -> Result<Snaps
             validate_id("client_id", client).map_err(invalid)?;
             validate_id("action_type", action).map_err(invalid)?;
             let mut t = tenant_mut(&mut next, tenant)?;
-            t.clients
-                .entry(client.clone())
-                .or_default()
-                .insert(action.clone(), policy.clone());
+            let mut c = t.clients.get(client).cloned().unwrap_or_default();
+            c.insert(action, policy.clone());
+            t.clients.insert(client, c);
             put(&mut next, tenant, t);
         }
         Change::DeleteAction { tenant, action } => {
@@ -658,10 +659,9 @@ fn build(cur: &Snapshot, change: &Change, touched: &mut Touched) -> Result<Snaps
             validate_id("client_id", client).map_err(invalid)?;
             validate_id("action_type", action).map_err(invalid)?;
             let mut t = tenant_mut(&mut next, tenant)?;
-            t.clients
-                .entry(client.clone())
-                .or_default()
-                .insert(action.clone(), Policy::single(*limit));
+            let mut c = t.clients.get(client).cloned().unwrap_or_default();
+            c.insert(action, Policy::single(*limit));
+            t.clients.insert(client, c);
             put(&mut next, tenant, t);
         }
         Change::DeleteClient {
@@ -670,11 +670,13 @@ fn build(cur: &Snapshot, change: &Change, touched: &mut Touched) -> Result<Snaps
             action,
         } => {
             let mut t = tenant_mut(&mut next, tenant)?;
-            let removed = match t.clients.get_mut(client) {
-                Some(m) => {
+            let removed = match t.clients.get(client).cloned() {
+                Some(mut m) => {
                     let r = m.remove(action).is_some();
                     if m.is_empty() {
                         t.clients.remove(client);
+                    } else {
+                        t.clients.insert(client, m);
                     }
                     r
                 }
@@ -753,7 +755,7 @@ fn build(cur: &Snapshot, change: &Change, touched: &mut Touched) -> Result<Snaps
                     entry.api_keys = t
                         .api_keys
                         .iter()
-                        .map(|(k, r)| (k.clone(), r.clone()))
+                        .map(|(k, r)| (k.to_string(), r.clone()))
                         .collect();
                 }
             }
@@ -797,7 +799,7 @@ fn build(cur: &Snapshot, change: &Change, touched: &mut Touched) -> Result<Snaps
                     crate::credentials::MAX_KEYS_PER_TENANT
                 )));
             }
-            t.api_keys.insert(key_id.clone(), record.clone());
+            t.api_keys.insert(key_id, record.clone());
             put(&mut next, tenant, t);
             next.key_owners.insert(key_id.clone(), tenant.clone());
         }
