@@ -17,7 +17,10 @@ use async_trait::async_trait;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::document::{GlobalSettings, TenantDocument};
-use super::{check_version, file, Commit, ConfigBackend, ConfigDocument, ConfigError};
+use super::{
+    check_version, file, Commit, ConfigBackend, ConfigDocument, ConfigError, Snapshot,
+    SnapshotBuilder,
+};
 
 /// `version` → decimal string, `global` → JSON.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -277,6 +280,47 @@ impl ConfigBackend for EmbeddedBackend {
                 doc.tenants.insert(k.value().to_string(), t);
             }
             Ok(Some(doc))
+        })
+        .await
+    }
+
+    async fn load_snapshot(&self) -> Result<Option<Snapshot>, ConfigError> {
+        self.blocking(|db, _, path| {
+            let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+                ConfigError::Corrupt(format!(
+                    "{}: {what} is not valid: {e} (restore a backup or remove the file)",
+                    path.display()
+                ))
+            };
+            let read = |e: &dyn std::fmt::Display| persist("cannot read", &path, e);
+            let txn = db.begin_read().map_err(|e| read(&e))?;
+            let Some(version) = read_version(&db, &path)? else {
+                return Ok(None);
+            };
+            let meta = txn.open_table(META).map_err(|e| read(&e))?;
+            let global: GlobalSettings = match meta.get("global").map_err(|e| read(&e))? {
+                Some(g) => serde_json::from_slice(g.value())
+                    .map_err(|e| corrupt("the global settings", &e))?,
+                None => GlobalSettings::default(),
+            };
+            let mut builder = SnapshotBuilder::new(&global);
+            match txn.open_table(TENANTS) {
+                Ok(tenants) => {
+                    // Each record parsed, validated into the snapshot and dropped before the next.
+                    for entry in tenants.iter().map_err(|e| read(&e))? {
+                        let (k, v) = entry.map_err(|e| read(&e))?;
+                        let t: TenantDocument = serde_json::from_slice(v.value())
+                            .map_err(|e| corrupt(&format!("tenant '{}'", k.value()), &e))?;
+                        builder.add(k.value(), &t);
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(read(&e)),
+            }
+            builder
+                .finish(version, global)
+                .map(Some)
+                .map_err(|p| super::stored_problems(&p))
         })
         .await
     }

@@ -26,7 +26,7 @@ pub use document::{
 pub use embedded::{stored_tenant_count, EmbeddedBackend, DATABASE_FILE, IMPORTED_SUFFIX};
 pub use file::{parse_toml, to_toml, FileBackend};
 pub use redis::{LoadStats, RedisConfigBackend};
-pub use snapshot::{Snapshot, TenantLimits};
+pub use snapshot::{Snapshot, SnapshotBuilder, TenantLimits};
 pub use sorted_map::SortedMap;
 pub use tenant_map::{Tenant, TenantMap};
 
@@ -55,6 +55,15 @@ pub enum ConfigError {
 pub trait ConfigBackend: Send + Sync + 'static {
     /// The stored configuration, `None` when nothing has been stored yet.
     async fn load(&self) -> Result<Option<ConfigDocument>, ConfigError>;
+    /// The stored configuration, validated; `None` when nothing is stored. Backends that can read
+    /// their records one by one override it to build the snapshot as they read (see
+    /// [`SnapshotBuilder`]), never holding the whole document; the default loads the document.
+    async fn load_snapshot(&self) -> Result<Option<Snapshot>, ConfigError> {
+        self.load()
+            .await?
+            .map(|doc| stored_snapshot(&doc))
+            .transpose()
+    }
     /// Stores `doc` if the stored version is still `expected_version` (0 = nothing stored).
     async fn save(&self, doc: &ConfigDocument, expected_version: u64) -> Result<(), ConfigError>;
     /// Stores one change if the stored version is still `expected_version`: all of it or none.
@@ -247,17 +256,17 @@ impl ConfigManager {
         backend: Arc<dyn ConfigBackend>,
         seed: Option<ConfigDocument>,
     ) -> Result<Self, ConfigError> {
-        let snapshot = match backend.load().await? {
-            Some(doc) => {
+        let snapshot = match backend.load_snapshot().await? {
+            Some(snap) => {
                 if seed.is_some() {
                     // Runtime changes since the first start live in the store; a seed file must
                     // not silently undo them on every restart.
                     tracing::info!(
-                        version = doc.version,
+                        version = snap.version,
                         "stored configuration found; the --config file only seeds an empty store and was not applied"
                     );
                 }
-                stored_snapshot(&doc)?
+                snap
             }
             None => {
                 let mut doc = seed.unwrap_or_default();
@@ -486,8 +495,8 @@ impl Inner {
     /// the writer lock held.
     async fn first_load_locked(&self) -> Result<bool, ConfigError> {
         for _ in 0..5 {
-            let next = match self.backend.load().await? {
-                Some(doc) => stored_snapshot(&doc)?,
+            let next = match self.backend.load_snapshot().await? {
+                Some(snap) => snap,
                 None => {
                     let mut next = (*self.current.load_full()).clone();
                     next.version = 1;
@@ -538,8 +547,15 @@ pub(crate) fn check_version(v: u64) -> Result<(), String> {
 fn stored_snapshot(doc: &ConfigDocument) -> Result<Snapshot, ConfigError> {
     check_version(doc.version)
         .map_err(|m| ConfigError::Corrupt(format!("stored configuration is invalid: {m}")))?;
-    Snapshot::from_document(doc)
-        .map_err(|p| ConfigError::Corrupt(format!("stored configuration is invalid: {}", join(&p))))
+    Snapshot::from_document(doc).map_err(|p| stored_problems(&p))
+}
+
+/// The error for a stored configuration whose records fail validation.
+fn stored_problems(problems: &[ConfigProblem]) -> ConfigError {
+    ConfigError::Corrupt(format!(
+        "stored configuration is invalid: {}",
+        join(problems)
+    ))
 }
 
 fn join(problems: &[ConfigProblem]) -> String {

@@ -102,121 +102,11 @@ impl Snapshot {
 
     /// Validates a document and builds a snapshot, or lists every problem found.
     pub fn from_document(doc: &ConfigDocument) -> Result<Self, Vec<ConfigProblem>> {
-        let mut problems = doc.global.problems("global.");
-        let mut tenants = TenantMap::default();
-        let mut key_owners = SharedMap::default();
-        let mut interner = Interner::default();
+        let mut b = SnapshotBuilder::new(&doc.global);
         for (tid, tdoc) in &doc.tenants {
-            let base = format!("tenants.{tid}");
-            if let Err(e) = validate_id("tenant_id", tid) {
-                problems.push(ConfigProblem {
-                    path: base.clone(),
-                    message: e.0,
-                });
-            }
-            if let Some(m) = weight_problem(tdoc.weight) {
-                problems.push(ConfigProblem {
-                    path: format!("{base}.weight"),
-                    message: m,
-                });
-            }
-            for (field, value, check) in [
-                (
-                    "max_keys",
-                    tdoc.max_keys,
-                    max_keys_problem as fn(u64) -> Option<String>,
-                ),
-                (
-                    "new_keys_per_second",
-                    tdoc.new_keys_per_second,
-                    new_keys_problem,
-                ),
-                (
-                    "max_request_window_seconds",
-                    tdoc.max_request_window_seconds,
-                    request_window_problem,
-                ),
-            ] {
-                if let Some(m) = value.and_then(check) {
-                    problems.push(ConfigProblem {
-                        path: format!("{base}.{field}"),
-                        message: m,
-                    });
-                }
-            }
-            let mut t = TenantLimits {
-                weight: tdoc.weight,
-                max_keys: tdoc.max_keys,
-                new_keys_per_second: tdoc.new_keys_per_second,
-                max_request_window_seconds: tdoc.max_request_window_seconds,
-                ..Default::default()
-            };
-            if let Some(shared) = interner.get(&tdoc.actions) {
-                t.actions = shared;
-            } else {
-                let before = problems.len();
-                let mut actions = Vec::with_capacity(tdoc.actions.len());
-                for (aid, spec) in &tdoc.actions {
-                    let path = format!("{base}.actions.{aid}");
-                    if let Some(l) = check_limit(&path, "action_type", aid, spec, &mut problems) {
-                        actions.push((aid.as_str(), l));
-                    }
-                }
-                t.actions = actions.into_iter().collect();
-                if problems.len() == before {
-                    interner.put(&tdoc.actions, &t.actions);
-                }
-            }
-            let mut clients = Vec::with_capacity(tdoc.clients.len());
-            for (cid, actions) in &tdoc.clients {
-                let cpath = format!("{base}.clients.{cid}");
-                if let Err(e) = validate_id("client_id", cid) {
-                    problems.push(ConfigProblem {
-                        path: cpath.clone(),
-                        message: e.0,
-                    });
-                }
-                let mut m = Vec::with_capacity(actions.len());
-                for (aid, spec) in actions {
-                    let path = format!("{cpath}.{aid}");
-                    if let Some(l) = check_limit(&path, "action_type", aid, spec, &mut problems) {
-                        m.push((aid.as_str(), l));
-                    }
-                }
-                if !m.is_empty() {
-                    clients.push((cid.as_str(), m.into_iter().collect()));
-                }
-            }
-            t.clients = clients.into_iter().collect();
-            let mut api_keys = Vec::with_capacity(tdoc.api_keys.len());
-            for (kid, record) in &tdoc.api_keys {
-                let path = format!("{base}.api_keys.{kid}");
-                if let Some(m) = credentials::record_problem(kid, record) {
-                    problems.push(ConfigProblem { path, message: m });
-                } else if key_owners.insert(kid.clone(), tid.clone()).is_some() {
-                    problems.push(ConfigProblem {
-                        path,
-                        message: "key id is held by more than one tenant".into(),
-                    });
-                } else {
-                    api_keys.push((kid.as_str(), record.clone()));
-                }
-            }
-            t.api_keys = api_keys.into_iter().collect();
-            if !t.is_default() {
-                tenants.insert(tid.clone(), t);
-            }
+            b.add(tid, tdoc);
         }
-        if problems.is_empty() {
-            Ok(Self {
-                version: doc.version,
-                global: doc.global,
-                tenants,
-                key_owners,
-            })
-        } else {
-            Err(problems)
-        }
+        b.finish(doc.version, doc.global)
     }
 
     /// The document form, with keys sorted so files and responses are stable.
@@ -262,6 +152,152 @@ impl Snapshot {
     }
 }
 
+/// Builds a [`Snapshot`] one tenant at a time, validating as it goes, so a store can load its
+/// records one by one without first holding the whole document (whose many small allocations,
+/// freed after the snapshot's were made among them, would leave the heap fragmented).
+pub struct SnapshotBuilder {
+    problems: Vec<ConfigProblem>,
+    tenants: TenantMap,
+    key_owners: SharedMap<String>,
+    interner: Interner,
+}
+
+impl SnapshotBuilder {
+    pub fn new(global: &GlobalSettings) -> Self {
+        Self {
+            problems: global.problems("global."),
+            tenants: TenantMap::default(),
+            key_owners: SharedMap::default(),
+            interner: Interner::default(),
+        }
+    }
+
+    /// Adds one tenant's document. Tenants may come in any order, each id once.
+    pub fn add(&mut self, tid: &str, tdoc: &TenantDocument) {
+        let base = format!("tenants.{tid}");
+        if let Err(e) = validate_id("tenant_id", tid) {
+            self.problems.push(ConfigProblem {
+                path: base.clone(),
+                message: e.0,
+            });
+        }
+        if let Some(m) = weight_problem(tdoc.weight) {
+            self.problems.push(ConfigProblem {
+                path: format!("{base}.weight"),
+                message: m,
+            });
+        }
+        for (field, value, check) in [
+            (
+                "max_keys",
+                tdoc.max_keys,
+                max_keys_problem as fn(u64) -> Option<String>,
+            ),
+            (
+                "new_keys_per_second",
+                tdoc.new_keys_per_second,
+                new_keys_problem,
+            ),
+            (
+                "max_request_window_seconds",
+                tdoc.max_request_window_seconds,
+                request_window_problem,
+            ),
+        ] {
+            if let Some(m) = value.and_then(check) {
+                self.problems.push(ConfigProblem {
+                    path: format!("{base}.{field}"),
+                    message: m,
+                });
+            }
+        }
+        let mut t = TenantLimits {
+            weight: tdoc.weight,
+            max_keys: tdoc.max_keys,
+            new_keys_per_second: tdoc.new_keys_per_second,
+            max_request_window_seconds: tdoc.max_request_window_seconds,
+            ..Default::default()
+        };
+        if let Some(shared) = self.interner.get(&tdoc.actions) {
+            t.actions = shared;
+        } else {
+            let before = self.problems.len();
+            let mut actions = Vec::with_capacity(tdoc.actions.len());
+            for (aid, spec) in &tdoc.actions {
+                let path = format!("{base}.actions.{aid}");
+                if let Some(l) = check_limit(&path, "action_type", aid, spec, &mut self.problems) {
+                    actions.push((aid.as_str(), l));
+                }
+            }
+            t.actions = actions.into_iter().collect();
+            if self.problems.len() == before {
+                self.interner.put(&tdoc.actions, &t.actions);
+            }
+        }
+        let mut clients = Vec::with_capacity(tdoc.clients.len());
+        for (cid, actions) in &tdoc.clients {
+            let cpath = format!("{base}.clients.{cid}");
+            if let Err(e) = validate_id("client_id", cid) {
+                self.problems.push(ConfigProblem {
+                    path: cpath.clone(),
+                    message: e.0,
+                });
+            }
+            let mut m = Vec::with_capacity(actions.len());
+            for (aid, spec) in actions {
+                let path = format!("{cpath}.{aid}");
+                if let Some(l) = check_limit(&path, "action_type", aid, spec, &mut self.problems) {
+                    m.push((aid.as_str(), l));
+                }
+            }
+            if !m.is_empty() {
+                clients.push((cid.as_str(), m.into_iter().collect()));
+            }
+        }
+        t.clients = clients.into_iter().collect();
+        let mut api_keys = Vec::with_capacity(tdoc.api_keys.len());
+        for (kid, record) in &tdoc.api_keys {
+            let path = format!("{base}.api_keys.{kid}");
+            if let Some(m) = credentials::record_problem(kid, record) {
+                self.problems.push(ConfigProblem { path, message: m });
+            } else if self
+                .key_owners
+                .insert(kid.clone(), tid.to_string())
+                .is_some()
+            {
+                self.problems.push(ConfigProblem {
+                    path,
+                    message: "key id is held by more than one tenant".into(),
+                });
+            } else {
+                api_keys.push((kid.as_str(), record.clone()));
+            }
+        }
+        t.api_keys = api_keys.into_iter().collect();
+        if !t.is_default() {
+            self.tenants.insert(tid.to_string(), t);
+        }
+    }
+
+    /// The snapshot, or every problem found in the tenants added and the global settings.
+    pub fn finish(
+        self,
+        version: u64,
+        global: GlobalSettings,
+    ) -> Result<Snapshot, Vec<ConfigProblem>> {
+        if self.problems.is_empty() {
+            Ok(Snapshot {
+                version,
+                global,
+                tenants: self.tenants,
+                key_owners: self.key_owners,
+            })
+        } else {
+            Err(self.problems)
+        }
+    }
+}
+
 fn tenant_document(t: &TenantLimits, spec: impl Fn(&Policy) -> LimitEntry) -> TenantDocument {
     TenantDocument {
         weight: t.weight,
@@ -295,29 +331,29 @@ fn tenant_document(t: &TenantLimits, spec: impl Fn(&Policy) -> LimitEntry) -> Te
 /// (a bulk import of many tenants on a few plans), so each distinct map is built and held once.
 /// Remembers the last few distinct ones: tenants on one plan tend to come together.
 #[derive(Default)]
-struct Interner<'d> {
-    recent: Vec<(&'d BTreeMap<String, LimitEntry>, SortedMap<Policy>)>,
+struct Interner {
+    recent: Vec<(BTreeMap<String, LimitEntry>, SortedMap<Policy>)>,
 }
 
-impl<'d> Interner<'d> {
+impl Interner {
     const KEEP: usize = 8;
 
     fn get(&mut self, actions: &BTreeMap<String, LimitEntry>) -> Option<SortedMap<Policy>> {
         if actions.is_empty() {
             return Some(SortedMap::default());
         }
-        let i = self.recent.iter().position(|(d, _)| *d == actions)?;
+        let i = self.recent.iter().position(|(d, _)| d == actions)?;
         let hit = self.recent.remove(i);
         let map = hit.1.shared();
         self.recent.push(hit);
         Some(map)
     }
 
-    fn put(&mut self, actions: &'d BTreeMap<String, LimitEntry>, map: &SortedMap<Policy>) {
+    fn put(&mut self, actions: &BTreeMap<String, LimitEntry>, map: &SortedMap<Policy>) {
         if self.recent.len() == Self::KEEP {
             self.recent.remove(0);
         }
-        self.recent.push((actions, map.shared()));
+        self.recent.push((actions.clone(), map.shared()));
     }
 }
 
