@@ -194,4 +194,3 @@ fn main() {
         "1 key, {n} requests each in its own tick (worst case): {per_req:.2} bytes per logged request"
     );
 }
-

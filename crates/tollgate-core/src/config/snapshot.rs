@@ -134,7 +134,11 @@ impl Snapshot {
         use std::ops::Bound;
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut it = self.tenants.range_from(start);
-        let page: Vec<_> = it.by_ref().take(limit).map(|(k, v)| (k, v.limits())).collect();
+        let page: Vec<_> = it
+            .by_ref()
+            .take(limit)
+            .map(|(k, v)| (k, v.limits()))
+            .collect();
         let next = match (page.last(), it.next()) {
             (Some((last, _)), Some(_)) => Some((*last).clone()),
             _ => None,

@@ -143,8 +143,12 @@ impl TenantMap {
     }
 
     /// Every tenant in id order.
-    pub fn iter(&self) -> PairIter<'_, imbl::ordset::Iter<'_, Tenant, imbl::shared_ptr::DefaultSharedPtr>> {
-        self.ordered.iter().map(pair as fn(&Tenant) -> (&String, &Tenant))
+    pub fn iter(
+        &self,
+    ) -> PairIter<'_, imbl::ordset::Iter<'_, Tenant, imbl::shared_ptr::DefaultSharedPtr>> {
+        self.ordered
+            .iter()
+            .map(pair as fn(&Tenant) -> (&String, &Tenant))
     }
 
     /// Tenant ids in order.
@@ -180,7 +184,8 @@ impl std::fmt::Debug for TenantMap {
 
 impl<'a> IntoIterator for &'a TenantMap {
     type Item = (&'a String, &'a Tenant);
-    type IntoIter = PairIter<'a, imbl::ordset::Iter<'a, Tenant, imbl::shared_ptr::DefaultSharedPtr>>;
+    type IntoIter =
+        PairIter<'a, imbl::ordset::Iter<'a, Tenant, imbl::shared_ptr::DefaultSharedPtr>>;
 
     fn into_iter(self) -> Self::IntoIter {
         self.iter()
