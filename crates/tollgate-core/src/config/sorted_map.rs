@@ -11,9 +11,12 @@
 
 use std::sync::Arc;
 
+/// The entries, sorted by name; `None` when there are none, so an empty map allocates nothing.
+type Entries<V> = Option<Arc<[(Arc<str>, V)]>>;
+
 /// Name → value, sorted by name; cheap to clone (one reference count).
 #[derive(Clone)]
-pub struct SortedMap<V>(Option<Arc<[(Arc<str>, V)]>>);
+pub struct SortedMap<V>(Entries<V>);
 
 impl<V> Default for SortedMap<V> {
     fn default() -> Self {
