@@ -4,6 +4,11 @@
 //!
 //! Run: `cargo run --release -p tollgate-core --example memory_report`
 //!
+//! It starts with the configuration's share: bytes per configured limit (one tenant with one
+//! action limit, as the `config_scale` benchmark configures them) in the snapshot decisions read,
+//! split into the tenants' limits and the map that finds them. `TOLLGATE_BENCH_LIMITS=N` sets how
+//! many (default 1,000,000).
+//!
 //! The counted figure is the bytes the program asked the allocator for and still holds; the
 //! allocator's own per-block overhead (glibc: 8 bytes per block, rounded to 16) is not in it, which
 //! the RSS figure shows.
@@ -79,7 +84,47 @@ const T0: u64 = 1_700_000_000_000_000;
 const KEYS: usize = 1_000_000;
 const REQUESTS: u64 = 1_000_000;
 
+/// The configuration snapshot's bytes per configured limit, by part.
+fn config_breakdown(n: usize) {
+    use tollgate_core::config::{ConfigDocument, LimitEntry, LimitSpec, Snapshot, TenantDocument};
+    let spec = LimitEntry::from(LimitSpec::new(100, 60.0));
+    let mut doc = ConfigDocument::default();
+    for t in 0..n {
+        let mut td = TenantDocument::default();
+        td.actions.insert("api_call".into(), spec.clone());
+        doc.tenants.insert(format!("tenant-{t:07}"), td);
+    }
+    let live0 = live();
+    let snap = Snapshot::from_document(&doc).unwrap();
+    let total = live() - live0;
+    drop(doc);
+    // The same tenants outside the map: what the map adds is the rest.
+    let live1 = live();
+    let entries: Vec<_> = snap.tenants.iter().map(|(_, t)| t.clone()).collect();
+    let list = live() - live1;
+    drop(snap);
+    let limits = live() - (live1 - total) - list;
+    drop(entries);
+    let per = |b: isize| b as f64 / n as f64;
+    println!(
+        "configuration, {n} limits (one per tenant): {:.0} bytes per limit in the snapshot = \
+         {:.0} the tenants' limits (TenantLimits and its policies) + {:.0} the tenant map \
+         (ids and nodes)",
+        per(total),
+        per(limits),
+        per(total - limits)
+    );
+}
+
 fn main() {
+    let n: usize = std::env::var("TOLLGATE_BENCH_LIMITS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    config_breakdown(n);
+    if std::env::var_os("TOLLGATE_CONFIG_ONLY").is_some() {
+        return;
+    }
     // 1,000,000 keys, each holding one logged request: "idle but tracked" until its window ends.
     let clock = ManualClock::new(T0);
     let limit = Limit::new(100, 60.0).unwrap();

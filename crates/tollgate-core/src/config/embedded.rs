@@ -17,12 +17,21 @@ use async_trait::async_trait;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::document::{GlobalSettings, TenantDocument};
-use super::{check_version, file, Commit, ConfigBackend, ConfigDocument, ConfigError};
+use super::{
+    check_version, file, Commit, ConfigBackend, ConfigDocument, ConfigError, Snapshot,
+    SnapshotBuilder,
+};
 
 /// `version` → decimal string, `global` → JSON.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// tenant id → the tenant's JSON document.
 const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
+
+/// redb's page cache. Its default (1 GiB) would end up holding the whole database, read once by
+/// the start-up load (about 150 bytes per configured limit, as much as the configuration in
+/// force): decisions never read the database, and a change reads only the few pages on its path,
+/// whose upper levels stay cached in far less. Bounded, the database costs a fixed 16 MiB.
+const CACHE_BYTES: usize = 16 << 20;
 
 /// The database file's name in the data dir.
 pub const DATABASE_FILE: &str = "config.redb";
@@ -91,7 +100,10 @@ impl EmbeddedBackend {
             )));
         }
         let db = Arc::new(
-            Database::create(&self.path).map_err(|e| persist("cannot open", &self.path, e))?,
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create(&self.path)
+                .map_err(|e| persist("cannot open", &self.path, e))?,
         );
         *slot = Some(db.clone());
         Ok((db, had_one))
@@ -268,6 +280,47 @@ impl ConfigBackend for EmbeddedBackend {
                 doc.tenants.insert(k.value().to_string(), t);
             }
             Ok(Some(doc))
+        })
+        .await
+    }
+
+    async fn load_snapshot(&self) -> Result<Option<Snapshot>, ConfigError> {
+        self.blocking(|db, _, path| {
+            let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+                ConfigError::Corrupt(format!(
+                    "{}: {what} is not valid: {e} (restore a backup or remove the file)",
+                    path.display()
+                ))
+            };
+            let read = |e: &dyn std::fmt::Display| persist("cannot read", &path, e);
+            let txn = db.begin_read().map_err(|e| read(&e))?;
+            let Some(version) = read_version(&db, &path)? else {
+                return Ok(None);
+            };
+            let meta = txn.open_table(META).map_err(|e| read(&e))?;
+            let global: GlobalSettings = match meta.get("global").map_err(|e| read(&e))? {
+                Some(g) => serde_json::from_slice(g.value())
+                    .map_err(|e| corrupt("the global settings", &e))?,
+                None => GlobalSettings::default(),
+            };
+            let mut builder = SnapshotBuilder::new(&global);
+            match txn.open_table(TENANTS) {
+                Ok(tenants) => {
+                    // Each record parsed, validated into the snapshot and dropped before the next.
+                    for entry in tenants.iter().map_err(|e| read(&e))? {
+                        let (k, v) = entry.map_err(|e| read(&e))?;
+                        let t: TenantDocument = serde_json::from_slice(v.value())
+                            .map_err(|e| corrupt(&format!("tenant '{}'", k.value()), &e))?;
+                        builder.add(k.value(), &t);
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(read(&e)),
+            }
+            builder
+                .finish(version, global)
+                .map(Some)
+                .map_err(|p| super::stored_problems(&p))
         })
         .await
     }

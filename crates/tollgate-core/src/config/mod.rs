@@ -8,6 +8,7 @@ mod file;
 pub mod policy_spec;
 mod redis;
 mod snapshot;
+mod sorted_map;
 mod tenant_map;
 
 use std::sync::Arc;
@@ -25,8 +26,9 @@ pub use document::{
 pub use embedded::{stored_tenant_count, EmbeddedBackend, DATABASE_FILE, IMPORTED_SUFFIX};
 pub use file::{parse_toml, to_toml, FileBackend};
 pub use redis::{LoadStats, RedisConfigBackend};
-pub use snapshot::{Snapshot, TenantLimits};
-pub use tenant_map::TenantMap;
+pub use snapshot::{Snapshot, SnapshotBuilder, TenantLimits};
+pub use sorted_map::SortedMap;
+pub use tenant_map::{Tenant, TenantMap};
 
 use crate::credentials::ApiKeyRecord;
 use crate::limit::{validate_id, Limit};
@@ -53,6 +55,15 @@ pub enum ConfigError {
 pub trait ConfigBackend: Send + Sync + 'static {
     /// The stored configuration, `None` when nothing has been stored yet.
     async fn load(&self) -> Result<Option<ConfigDocument>, ConfigError>;
+    /// The stored configuration, validated; `None` when nothing is stored. Backends that can read
+    /// their records one by one override it to build the snapshot as they read (see
+    /// [`SnapshotBuilder`]), never holding the whole document; the default loads the document.
+    async fn load_snapshot(&self) -> Result<Option<Snapshot>, ConfigError> {
+        self.load()
+            .await?
+            .map(|doc| stored_snapshot(&doc))
+            .transpose()
+    }
     /// Stores `doc` if the stored version is still `expected_version` (0 = nothing stored).
     async fn save(&self, doc: &ConfigDocument, expected_version: u64) -> Result<(), ConfigError>;
     /// Stores one change if the stored version is still `expected_version`: all of it or none.
@@ -245,17 +256,17 @@ impl ConfigManager {
         backend: Arc<dyn ConfigBackend>,
         seed: Option<ConfigDocument>,
     ) -> Result<Self, ConfigError> {
-        let snapshot = match backend.load().await? {
-            Some(doc) => {
+        let snapshot = match backend.load_snapshot().await? {
+            Some(snap) => {
                 if seed.is_some() {
                     // Runtime changes since the first start live in the store; a seed file must
                     // not silently undo them on every restart.
                     tracing::info!(
-                        version = doc.version,
+                        version = snap.version,
                         "stored configuration found; the --config file only seeds an empty store and was not applied"
                     );
                 }
-                stored_snapshot(&doc)?
+                snap
             }
             None => {
                 let mut doc = seed.unwrap_or_default();
@@ -484,8 +495,8 @@ impl Inner {
     /// the writer lock held.
     async fn first_load_locked(&self) -> Result<bool, ConfigError> {
         for _ in 0..5 {
-            let next = match self.backend.load().await? {
-                Some(doc) => stored_snapshot(&doc)?,
+            let next = match self.backend.load_snapshot().await? {
+                Some(snap) => snap,
                 None => {
                     let mut next = (*self.current.load_full()).clone();
                     next.version = 1;
@@ -536,8 +547,15 @@ pub(crate) fn check_version(v: u64) -> Result<(), String> {
 fn stored_snapshot(doc: &ConfigDocument) -> Result<Snapshot, ConfigError> {
     check_version(doc.version)
         .map_err(|m| ConfigError::Corrupt(format!("stored configuration is invalid: {m}")))?;
-    Snapshot::from_document(doc)
-        .map_err(|p| ConfigError::Corrupt(format!("stored configuration is invalid: {}", join(&p))))
+    Snapshot::from_document(doc).map_err(|p| stored_problems(&p))
+}
+
+/// The error for a stored configuration whose records fail validation.
+fn stored_problems(problems: &[ConfigProblem]) -> ConfigError {
+    ConfigError::Corrupt(format!(
+        "stored configuration is invalid: {}",
+        join(problems)
+    ))
 }
 
 fn join(problems: &[ConfigProblem]) -> String {
@@ -593,7 +611,7 @@ fn build(cur: &Snapshot, change: &Change, touched: &mut Touched) -> Result<Snaps
         if t.is_default() {
             next.tenants.remove(tenant);
         } else {
-            next.tenants.insert(tenant.to_string(), Arc::new(t));
+            next.tenants.insert(tenant.to_string(), t);
         }
     };
     match change {
@@ -612,7 +630,7 @@ fn build(cur: &Snapshot, change: &Change, touched: &mut Touched) -> Result<Snaps
         } => {
             validate_id("action_type", action).map_err(invalid)?;
             let mut t = tenant_mut(&mut next, tenant)?;
-            t.actions.insert(action.clone(), Policy::single(*limit));
+            t.actions.insert(action, Policy::single(*limit));
             put(&mut next, tenant, t);
         }
         Change::SetActionPolicy {
@@ -622,7 +640,7 @@ fn build(cur: &Snapshot, change: &Change, touched: &mut Touched) -> Result<Snaps
         } => {
             validate_id("action_type", action).map_err(invalid)?;
             let mut t = tenant_mut(&mut next, tenant)?;
-            t.actions.insert(action.clone(), policy.clone());
+            t.actions.insert(action, policy.clone());
             put(&mut next, tenant, t);
         }
         Change::SetClientPolicy {
@@ -634,10 +652,9 @@ fn build(cur: &Snapshot, change: &Change, touched: &mut Touched) -> Result<Snaps
             validate_id("client_id", client).map_err(invalid)?;
             validate_id("action_type", action).map_err(invalid)?;
             let mut t = tenant_mut(&mut next, tenant)?;
-            t.clients
-                .entry(client.clone())
-                .or_default()
-                .insert(action.clone(), policy.clone());
+            let mut c = t.clients.get(client).cloned().unwrap_or_default();
+            c.insert(action, policy.clone());
+            t.clients.insert(client, c);
             put(&mut next, tenant, t);
         }
         Change::DeleteAction { tenant, action } => {
@@ -658,10 +675,9 @@ fn build(cur: &Snapshot, change: &Change, touched: &mut Touched) -> Result<Snaps
             validate_id("client_id", client).map_err(invalid)?;
             validate_id("action_type", action).map_err(invalid)?;
             let mut t = tenant_mut(&mut next, tenant)?;
-            t.clients
-                .entry(client.clone())
-                .or_default()
-                .insert(action.clone(), Policy::single(*limit));
+            let mut c = t.clients.get(client).cloned().unwrap_or_default();
+            c.insert(action, Policy::single(*limit));
+            t.clients.insert(client, c);
             put(&mut next, tenant, t);
         }
         Change::DeleteClient {
@@ -670,11 +686,13 @@ fn build(cur: &Snapshot, change: &Change, touched: &mut Touched) -> Result<Snaps
             action,
         } => {
             let mut t = tenant_mut(&mut next, tenant)?;
-            let removed = match t.clients.get_mut(client) {
-                Some(m) => {
+            let removed = match t.clients.get(client).cloned() {
+                Some(mut m) => {
                     let r = m.remove(action).is_some();
                     if m.is_empty() {
                         t.clients.remove(client);
+                    } else {
+                        t.clients.insert(client, m);
                     }
                     r
                 }
@@ -753,7 +771,7 @@ fn build(cur: &Snapshot, change: &Change, touched: &mut Touched) -> Result<Snaps
                     entry.api_keys = t
                         .api_keys
                         .iter()
-                        .map(|(k, r)| (k.clone(), r.clone()))
+                        .map(|(k, r)| (k.to_string(), r.clone()))
                         .collect();
                 }
             }
@@ -797,7 +815,7 @@ fn build(cur: &Snapshot, change: &Change, touched: &mut Touched) -> Result<Snaps
                     crate::credentials::MAX_KEYS_PER_TENANT
                 )));
             }
-            t.api_keys.insert(key_id.clone(), record.clone());
+            t.api_keys.insert(key_id, record.clone());
             put(&mut next, tenant, t);
             next.key_owners.insert(key_id.clone(), tenant.clone());
         }

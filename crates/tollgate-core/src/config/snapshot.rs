@@ -1,34 +1,33 @@
 //! The validated, lookup-ready form of a configuration. Decisions read a `Snapshot` through an
 //! `ArcSwap` without taking any lock; a change builds a new snapshot and swaps it in.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
 use super::document::{
     max_keys_problem, new_keys_problem, request_window_problem, weight_problem, ConfigDocument,
     ConfigProblem, GlobalSettings, LimitEntry, TenantDocument,
 };
 use super::policy_spec;
+use super::sorted_map::SortedMap;
 use super::tenant_map::TenantMap;
 use crate::credentials::{self, ApiKeyRecord};
 use crate::limit::{validate_id, Limit, LimitSource};
 use crate::policy::Policy;
 
-type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
-
-/// One tenant's limits, ready for lookup.
+/// One tenant's limits, ready for lookup. Kept small: a million of them may be configured.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TenantLimits {
     pub weight: u32,
-    pub actions: Map<Policy>,
+    /// action → policy; tenants built from identical documents share one (see `Interner`).
+    pub actions: SortedMap<Policy>,
     /// client id → action → policy.
-    pub clients: Map<Map<Policy>>,
+    pub clients: SortedMap<SortedMap<Policy>>,
     /// Overrides of the global bounds on state; `None` = the global value.
     pub max_keys: Option<u64>,
     pub new_keys_per_second: Option<u64>,
     pub max_request_window_seconds: Option<u64>,
     /// key id → the tenant's API key (hashed).
-    pub api_keys: Map<ApiKeyRecord>,
+    pub api_keys: SortedMap<ApiKeyRecord>,
 }
 
 impl TenantLimits {
@@ -54,7 +53,7 @@ pub type SharedMap<V> = imbl::OrdMap<String, V>;
 pub struct Snapshot {
     pub version: u64,
     pub global: GlobalSettings,
-    /// Tenants are behind `Arc` so a change to one tenant copies pointers, not every tenant's maps.
+    /// Tenants are shared entries, so a change to one tenant copies pointers, not every tenant.
     pub tenants: TenantMap,
     /// key id → the tenant holding that key, so a presented key is found without a scan.
     pub key_owners: SharedMap<String>,
@@ -73,7 +72,7 @@ impl Snapshot {
         requested: Option<Limit>,
     ) -> Option<(Limit, LimitSource)> {
         Self::resolve_in(
-            self.tenants.get(tenant).map(|t| &**t),
+            self.tenants.get(tenant).map(|t| t.limits()),
             client,
             action,
             requested,
@@ -103,106 +102,11 @@ impl Snapshot {
 
     /// Validates a document and builds a snapshot, or lists every problem found.
     pub fn from_document(doc: &ConfigDocument) -> Result<Self, Vec<ConfigProblem>> {
-        let mut problems = doc.global.problems("global.");
-        let mut tenants = TenantMap::default();
-        let mut key_owners = SharedMap::default();
+        let mut b = SnapshotBuilder::new(&doc.global);
         for (tid, tdoc) in &doc.tenants {
-            let base = format!("tenants.{tid}");
-            if let Err(e) = validate_id("tenant_id", tid) {
-                problems.push(ConfigProblem {
-                    path: base.clone(),
-                    message: e.0,
-                });
-            }
-            if let Some(m) = weight_problem(tdoc.weight) {
-                problems.push(ConfigProblem {
-                    path: format!("{base}.weight"),
-                    message: m,
-                });
-            }
-            for (field, value, check) in [
-                (
-                    "max_keys",
-                    tdoc.max_keys,
-                    max_keys_problem as fn(u64) -> Option<String>,
-                ),
-                (
-                    "new_keys_per_second",
-                    tdoc.new_keys_per_second,
-                    new_keys_problem,
-                ),
-                (
-                    "max_request_window_seconds",
-                    tdoc.max_request_window_seconds,
-                    request_window_problem,
-                ),
-            ] {
-                if let Some(m) = value.and_then(check) {
-                    problems.push(ConfigProblem {
-                        path: format!("{base}.{field}"),
-                        message: m,
-                    });
-                }
-            }
-            let mut t = TenantLimits {
-                weight: tdoc.weight,
-                max_keys: tdoc.max_keys,
-                new_keys_per_second: tdoc.new_keys_per_second,
-                max_request_window_seconds: tdoc.max_request_window_seconds,
-                ..Default::default()
-            };
-            for (aid, spec) in &tdoc.actions {
-                let path = format!("{base}.actions.{aid}");
-                if let Some(l) = check_limit(&path, "action_type", aid, spec, &mut problems) {
-                    t.actions.insert(aid.clone(), l);
-                }
-            }
-            for (cid, actions) in &tdoc.clients {
-                let cpath = format!("{base}.clients.{cid}");
-                if let Err(e) = validate_id("client_id", cid) {
-                    problems.push(ConfigProblem {
-                        path: cpath.clone(),
-                        message: e.0,
-                    });
-                }
-                let mut m = Map::default();
-                for (aid, spec) in actions {
-                    let path = format!("{cpath}.{aid}");
-                    if let Some(l) = check_limit(&path, "action_type", aid, spec, &mut problems) {
-                        m.insert(aid.clone(), l);
-                    }
-                }
-                if !m.is_empty() {
-                    t.clients.insert(cid.clone(), m);
-                }
-            }
-            for (kid, record) in &tdoc.api_keys {
-                let path = format!("{base}.api_keys.{kid}");
-                if let Some(m) = credentials::record_problem(kid, record) {
-                    problems.push(ConfigProblem { path, message: m });
-                } else if key_owners.insert(kid.clone(), tid.clone()).is_some() {
-                    problems.push(ConfigProblem {
-                        path,
-                        message: "key id is held by more than one tenant".into(),
-                    });
-                } else {
-                    t.api_keys.insert(kid.clone(), record.clone());
-                }
-            }
-            if !t.is_default() {
-                tenants.insert(tid.clone(), Arc::new(t));
-            }
+            b.add(tid, tdoc);
         }
-        if problems.is_empty() {
-            Ok(Self {
-                version: doc.version,
-                global: doc.global,
-                tenants,
-                key_owners,
-            })
-        } else {
-            Err(problems)
-        }
+        b.finish(doc.version, doc.global)
     }
 
     /// The document form, with keys sorted so files and responses are stable.
@@ -230,7 +134,11 @@ impl Snapshot {
         use std::ops::Bound;
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut it = self.tenants.range_from(start);
-        let page: Vec<_> = it.by_ref().take(limit).map(|(k, v)| (k, &**v)).collect();
+        let page: Vec<_> = it
+            .by_ref()
+            .take(limit)
+            .map(|(k, v)| (k, v.limits()))
+            .collect();
         let next = match (page.last(), it.next()) {
             (Some((last, _)), Some(_)) => Some((*last).clone()),
             _ => None,
@@ -248,21 +156,167 @@ impl Snapshot {
     }
 }
 
+/// Builds a [`Snapshot`] one tenant at a time, validating as it goes, so a store can load its
+/// records one by one without first holding the whole document (whose many small allocations,
+/// freed after the snapshot's were made among them, would leave the heap fragmented).
+pub struct SnapshotBuilder {
+    problems: Vec<ConfigProblem>,
+    tenants: TenantMap,
+    key_owners: SharedMap<String>,
+    interner: Interner,
+}
+
+impl SnapshotBuilder {
+    pub fn new(global: &GlobalSettings) -> Self {
+        Self {
+            problems: global.problems("global."),
+            tenants: TenantMap::default(),
+            key_owners: SharedMap::default(),
+            interner: Interner::default(),
+        }
+    }
+
+    /// Adds one tenant's document. Tenants may come in any order, each id once.
+    pub fn add(&mut self, tid: &str, tdoc: &TenantDocument) {
+        let base = format!("tenants.{tid}");
+        if let Err(e) = validate_id("tenant_id", tid) {
+            self.problems.push(ConfigProblem {
+                path: base.clone(),
+                message: e.0,
+            });
+        }
+        if let Some(m) = weight_problem(tdoc.weight) {
+            self.problems.push(ConfigProblem {
+                path: format!("{base}.weight"),
+                message: m,
+            });
+        }
+        for (field, value, check) in [
+            (
+                "max_keys",
+                tdoc.max_keys,
+                max_keys_problem as fn(u64) -> Option<String>,
+            ),
+            (
+                "new_keys_per_second",
+                tdoc.new_keys_per_second,
+                new_keys_problem,
+            ),
+            (
+                "max_request_window_seconds",
+                tdoc.max_request_window_seconds,
+                request_window_problem,
+            ),
+        ] {
+            if let Some(m) = value.and_then(check) {
+                self.problems.push(ConfigProblem {
+                    path: format!("{base}.{field}"),
+                    message: m,
+                });
+            }
+        }
+        let mut t = TenantLimits {
+            weight: tdoc.weight,
+            max_keys: tdoc.max_keys,
+            new_keys_per_second: tdoc.new_keys_per_second,
+            max_request_window_seconds: tdoc.max_request_window_seconds,
+            ..Default::default()
+        };
+        if let Some(shared) = self.interner.get(&tdoc.actions) {
+            t.actions = shared;
+        } else {
+            let before = self.problems.len();
+            let mut actions = Vec::with_capacity(tdoc.actions.len());
+            for (aid, spec) in &tdoc.actions {
+                let path = format!("{base}.actions.{aid}");
+                if let Some(l) = check_limit(&path, "action_type", aid, spec, &mut self.problems) {
+                    actions.push((aid.as_str(), l));
+                }
+            }
+            t.actions = actions.into_iter().collect();
+            if self.problems.len() == before {
+                self.interner.put(&tdoc.actions, &t.actions);
+            }
+        }
+        let mut clients = Vec::with_capacity(tdoc.clients.len());
+        for (cid, actions) in &tdoc.clients {
+            let cpath = format!("{base}.clients.{cid}");
+            if let Err(e) = validate_id("client_id", cid) {
+                self.problems.push(ConfigProblem {
+                    path: cpath.clone(),
+                    message: e.0,
+                });
+            }
+            let mut m = Vec::with_capacity(actions.len());
+            for (aid, spec) in actions {
+                let path = format!("{cpath}.{aid}");
+                if let Some(l) = check_limit(&path, "action_type", aid, spec, &mut self.problems) {
+                    m.push((aid.as_str(), l));
+                }
+            }
+            if !m.is_empty() {
+                clients.push((cid.as_str(), m.into_iter().collect()));
+            }
+        }
+        t.clients = clients.into_iter().collect();
+        let mut api_keys = Vec::with_capacity(tdoc.api_keys.len());
+        for (kid, record) in &tdoc.api_keys {
+            let path = format!("{base}.api_keys.{kid}");
+            if let Some(m) = credentials::record_problem(kid, record) {
+                self.problems.push(ConfigProblem { path, message: m });
+            } else if self
+                .key_owners
+                .insert(kid.clone(), tid.to_string())
+                .is_some()
+            {
+                self.problems.push(ConfigProblem {
+                    path,
+                    message: "key id is held by more than one tenant".into(),
+                });
+            } else {
+                api_keys.push((kid.as_str(), record.clone()));
+            }
+        }
+        t.api_keys = api_keys.into_iter().collect();
+        if !t.is_default() {
+            self.tenants.insert(tid.to_string(), t);
+        }
+    }
+
+    /// The snapshot, or every problem found in the tenants added and the global settings.
+    pub fn finish(
+        self,
+        version: u64,
+        global: GlobalSettings,
+    ) -> Result<Snapshot, Vec<ConfigProblem>> {
+        if self.problems.is_empty() {
+            Ok(Snapshot {
+                version,
+                global,
+                tenants: self.tenants,
+                key_owners: self.key_owners,
+            })
+        } else {
+            Err(self.problems)
+        }
+    }
+}
+
 fn tenant_document(t: &TenantLimits, spec: impl Fn(&Policy) -> LimitEntry) -> TenantDocument {
     TenantDocument {
         weight: t.weight,
         actions: t
             .actions
             .iter()
-            .map(|(a, l)| (a.clone(), spec(l)))
+            .map(|(a, l)| (a.to_string(), spec(l)))
             .collect(),
         clients: t
             .clients
             .iter()
             .map(|(c, m)| {
                 (
-                    c.clone(),
-                    m.iter().map(|(a, l)| (a.clone(), spec(l))).collect(),
+                    c.to_string(),
+                    m.iter().map(|(a, l)| (a.to_string(), spec(l))).collect(),
                 )
             })
             .collect(),
@@ -272,8 +326,38 @@ fn tenant_document(t: &TenantLimits, spec: impl Fn(&Policy) -> LimitEntry) -> Te
         api_keys: t
             .api_keys
             .iter()
-            .map(|(k, r)| (k.clone(), r.clone()))
+            .map(|(k, r)| (k.to_string(), r.clone()))
             .collect(),
+    }
+}
+
+/// Shares the action maps of tenants whose documents list the same actions with the same limits
+/// (a bulk import of many tenants on a few plans), so each distinct map is built and held once.
+/// Remembers the last few distinct ones: tenants on one plan tend to come together.
+#[derive(Default)]
+struct Interner {
+    recent: Vec<(BTreeMap<String, LimitEntry>, SortedMap<Policy>)>,
+}
+
+impl Interner {
+    const KEEP: usize = 8;
+
+    fn get(&mut self, actions: &BTreeMap<String, LimitEntry>) -> Option<SortedMap<Policy>> {
+        if actions.is_empty() {
+            return Some(SortedMap::default());
+        }
+        let i = self.recent.iter().position(|(d, _)| d == actions)?;
+        let hit = self.recent.remove(i);
+        let map = hit.1.shared();
+        self.recent.push(hit);
+        Some(map)
+    }
+
+    fn put(&mut self, actions: &BTreeMap<String, LimitEntry>, map: &SortedMap<Policy>) {
+        if self.recent.len() == Self::KEEP {
+            self.recent.remove(0);
+        }
+        self.recent.push((actions.clone(), map.shared()));
     }
 }
 

@@ -1,8 +1,6 @@
 //! Applying the records that changed in Redis onto the configuration in force, so a follower's
 //! cost follows the size of the change, not of the configuration.
 
-use std::sync::Arc;
-
 use super::super::document::{GlobalSettings, TenantDocument};
 use super::super::{join, ConfigDocument, ConfigError, Snapshot};
 
@@ -27,7 +25,7 @@ pub(super) fn apply(
     for (tid, record) in records {
         if let Some(old) = next.tenants.remove(tid.as_str()) {
             for kid in old.api_keys.keys() {
-                next.key_owners.remove(kid.as_str());
+                next.key_owners.remove(kid);
             }
         }
         let Some(record) = record else { continue };
@@ -42,7 +40,7 @@ pub(super) fn apply(
             continue;
         };
         for kid in limits.api_keys.keys() {
-            if let Some(owner) = next.key_owners.insert(kid.clone(), tid.clone()) {
+            if let Some(owner) = next.key_owners.insert(kid.to_string(), tid.clone()) {
                 if owner != tid {
                     return Err(corrupt(format!(
                         "tenants.{tid}.api_keys.{kid}: key id is held by more than one tenant (also '{owner}')"
@@ -50,7 +48,7 @@ pub(super) fn apply(
                 }
             }
         }
-        next.tenants.insert(tid, Arc::clone(limits));
+        next.tenants.insert(tid, limits.limits().clone());
     }
     Ok(next)
 }
