@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::Script;
+use redis::{Cmd, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
 use smallvec::SmallVec;
 
 use super::breaker::{Admit, CircuitBreaker};
@@ -326,42 +326,16 @@ impl RedisStore {
         } else {
             items.iter().map(|_| None).collect()
         };
-        let mut inv = inner.script.prepare_invoke();
-        let code: &str = match op {
-            Op::Consume => "c",
-            Op::Status => "s",
-            Op::Report => "r",
-            Op::Refund => "f",
-        };
-        inv.arg(code);
-        match at {
-            Some(t) => inv.arg(t),
-            None => inv.arg(""),
-        };
-        inv.arg(items.len());
-        for (it, r) in items.iter().zip(&reservations) {
-            let may_create = if matches!(r, Some(Err(_))) { "0" } else { "1" };
-            inv.arg(it.cost).arg(may_create).arg(it.limits.len());
-            for l in &it.limits {
-                inv.key(&l.key[..]);
-                inv.arg(&[l.kind][..]).arg(l.max).arg(l.window).arg(l.burst);
+        let cmd = decision_cmd(&inner.script, op, items, &reservations, at);
+        let reply: Result<Vec<i64>, String> = match self.invoke(&inner.script, &cmd).await {
+            Ok(r) => Ok(r),
+            Err(e) if e.code() == Some(CORRUPT_CODE) => {
+                // Redis answered: the breaker counts this as a success.
+                inner.breaker.on_success();
+                return Err(corrupt(items, &e));
             }
-        }
-        let mut conn = inner.conn.clone();
-        let reply: Result<Vec<i64>, String> =
-            match tokio::time::timeout(inner.timeout, inv.invoke_async(&mut conn)).await {
-                Ok(Ok(r)) => Ok(r),
-                Ok(Err(e)) if e.code() == Some(CORRUPT_CODE) => {
-                    // Redis answered: the breaker counts this as a success.
-                    inner.breaker.on_success();
-                    return Err(corrupt(items, &e));
-                }
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!(
-                    "Redis did not answer within {} ms",
-                    inner.timeout.as_millis()
-                )),
-            };
+            Err(e) => Err(e.to_string()),
+        };
         let reply = match reply {
             Ok(r) => r,
             Err(msg) => {
@@ -390,6 +364,34 @@ impl RedisStore {
             ));
         }
         Ok(parsed)
+    }
+
+    /// Runs `script` with the keys and arguments packed in `cmd` (its EVALSHA, see `evalsha`) and
+    /// returns the reply: one round trip. Only when Redis has lost its script cache (a restart, a
+    /// `SCRIPT FLUSH`) does it load the script and send the same command again. The whole call,
+    /// reload included, is bounded by the command timeout.
+    async fn invoke(&self, script: &Script, cmd: &Cmd) -> RedisResult<Vec<i64>> {
+        let inner = &*self.inner;
+        let mut conn = inner.conn.clone();
+        let run = async {
+            match conn.send(cmd).await {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    script.load_async(&mut conn).await?;
+                    conn.send(cmd).await
+                }
+                other => other,
+            }
+        };
+        match tokio::time::timeout(inner.timeout, run).await {
+            Ok(r) => ints(r?),
+            Err(_) => Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "Redis did not answer within {} ms",
+                    inner.timeout.as_millis()
+                ),
+            ))),
+        }
     }
 
     /// `apply`, at a given time instead of Redis's clock (tests and benchmarks; `None` = Redis
@@ -629,6 +631,73 @@ impl RedisStore {
     }
 }
 
+/// The `EVALSHA` of `script` over `keys`, its arguments written by `args`: packed straight into
+/// one buffer (no per-argument allocation), with the script's hash computed once in `Script::new`.
+fn evalsha<'k>(
+    script: &Script,
+    keys: impl ExactSizeIterator<Item = &'k [u8]>,
+    args: impl FnOnce(&mut Cmd),
+) -> Cmd {
+    let mut cmd = Cmd::with_capacity(3 + keys.len() + 16, 256);
+    cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys.len());
+    for k in keys {
+        cmd.arg(k);
+    }
+    args(&mut cmd);
+    cmd
+}
+
+/// One decision script call over `items` (layout of `KEYS` and `ARGV` in `redis_policy.lua`).
+fn decision_cmd(
+    script: &Script,
+    op: Op,
+    items: &[ItemSpec<'_>],
+    reservations: &[Option<Result<Reservation, KeyBound>>],
+    at: Option<Micros>,
+) -> Cmd {
+    let keys = items
+        .iter()
+        .flat_map(|it| it.limits.iter().map(|l| &l.key[..]));
+    let nkeys = items.iter().map(|it| it.limits.len()).sum();
+    evalsha(script, ExactLen(keys, nkeys), |cmd| {
+        cmd.arg(match op {
+            Op::Consume => "c",
+            Op::Status => "s",
+            Op::Report => "r",
+            Op::Refund => "f",
+        });
+        match at {
+            Some(t) => cmd.arg(t),
+            None => cmd.arg(""),
+        };
+        cmd.arg(items.len());
+        for (it, r) in items.iter().zip(reservations) {
+            let may_create = if matches!(r, Some(Err(_))) { "0" } else { "1" };
+            cmd.arg(it.cost).arg(may_create).arg(it.limits.len());
+            for l in &it.limits {
+                cmd.arg(&[l.kind][..]).arg(l.max).arg(l.window).arg(l.burst);
+            }
+        }
+    })
+}
+
+/// An iterator whose length is known up front (a `flat_map` does not say it).
+struct ExactLen<I>(I, usize);
+
+impl<I: Iterator> Iterator for ExactLen<I> {
+    type Item = I::Item;
+    fn next(&mut self) -> Option<I::Item> {
+        let item = self.0.next()?;
+        self.1 = self.1.saturating_sub(1);
+        Some(item)
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.1, Some(self.1))
+    }
+}
+
+impl<I: Iterator> ExactSizeIterator for ExactLen<I> {}
+
 /// The script, for benchmarks that call it directly.
 #[doc(hidden)]
 pub const SCRIPT: &str = include_str!("redis_policy.lua");
@@ -644,6 +713,32 @@ fn consumed_part<'a>(spec: &ItemSpec<'a>, v: &ItemVerdict) -> (Vec<usize>, ItemS
     let mut part = spec.clone();
     part.limits = idx.iter().map(|&i| spec.limits[i].clone()).collect();
     (idx, part)
+}
+
+/// The script's reply as the flat array of integers it always is (an error value inside it is
+/// Redis' error, passed on as such).
+fn ints(reply: redis::Value) -> RedisResult<Vec<i64>> {
+    match reply {
+        redis::Value::Array(items) => items
+            .into_iter()
+            .map(|v| match v {
+                redis::Value::Int(i) => Ok(i),
+                other => Err(odd_reply(other)),
+            })
+            .collect(),
+        other => Err(odd_reply(other)),
+    }
+}
+
+fn odd_reply(v: redis::Value) -> RedisError {
+    match v.extract_error() {
+        Ok(v) => RedisError::from((
+            ErrorKind::UnexpectedReturnType,
+            "the decision script answered with",
+            format!("{v:?}"),
+        )),
+        Err(e) => e,
+    }
 }
 
 /// Reads the script's flat reply (layout in `redis_policy.lua`).
