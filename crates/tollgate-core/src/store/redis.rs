@@ -854,3 +854,79 @@ impl Store for RedisStore {
         "redis"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::Arg;
+    use smallvec::smallvec;
+
+    fn words(cmd: &Cmd) -> Vec<String> {
+        cmd.args_iter()
+            .map(|a| match a {
+                Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => "<not a plain argument>".to_string(),
+            })
+            .collect()
+    }
+
+    fn limit(key: &str, kind: u8, max: u64, window: Micros, burst: u64) -> LimitSpec {
+        LimitSpec {
+            key: key.as_bytes().to_vec(),
+            kind,
+            max,
+            window,
+            burst,
+        }
+    }
+
+    /// The hand-packed command must keep the layout `redis_policy.lua` reads: every key first
+    /// (KEYS), then the call's, each item's and each limit's arguments (ARGV).
+    #[test]
+    fn decision_cmd_is_one_evalsha_with_the_script_layout() {
+        let script = Script::new(SCRIPT);
+        let items = [
+            ItemSpec {
+                key: RateKey::new("t", "c", "a"),
+                cost: 2,
+                bounds: KeyBounds::UNBOUNDED,
+                limits: smallvec![
+                    limit("k1", b'l', 10, 1_000_000, 0),
+                    limit("k2", b'G', 5, 60_000_000, 3)
+                ],
+            },
+            ItemSpec {
+                key: RateKey::new("t", "d", "a"),
+                cost: 1,
+                bounds: KeyBounds::UNBOUNDED,
+                limits: smallvec![limit("k3", b'f', 7, 2_000_000, 0)],
+            },
+        ];
+        let reservations = [None, Some(Err(KeyBound::TenantKeys { max: 1 }))];
+        let cmd = decision_cmd(&script, Op::Consume, &items, &reservations, Some(42));
+        let mut want = vec!["EVALSHA", script.get_hash(), "3", "k1", "k2", "k3"];
+        want.extend(["c", "42", "2"]);
+        want.extend([
+            "2", "1", "2", "l", "10", "1000000", "0", "G", "5", "60000000", "3",
+        ]);
+        want.extend(["1", "0", "1", "f", "7", "2000000", "0"]);
+        assert_eq!(words(&cmd), want);
+        assert_eq!(script.get_hash().len(), 40);
+
+        let status = decision_cmd(&script, Op::Status, &items[1..], &[None], None);
+        assert_eq!(
+            words(&status)[..9],
+            [
+                "EVALSHA",
+                script.get_hash(),
+                "1",
+                "k3",
+                "s",
+                "",
+                "1",
+                "1",
+                "1"
+            ]
+        );
+    }
+}
