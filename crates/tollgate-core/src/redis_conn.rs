@@ -97,6 +97,20 @@ impl RedisConnection {
         }
     }
 
+    /// Sends one command and reads its reply; an error reply (e.g. `NOSCRIPT`, a script's error)
+    /// is returned as the error. The single-node path calls the manager directly, without the
+    /// boxed future of the `ConnectionLike` route.
+    pub async fn send(&mut self, cmd: &Cmd) -> Result<Value, RedisError> {
+        let reply = match self {
+            Self::Single(c) => c.send_packed_command(cmd).await?,
+            Self::Cluster(c) => c.req_packed_command(cmd).await?,
+        };
+        match reply {
+            Value::ServerError(e) => Err(e.into()),
+            v => Ok(v),
+        }
+    }
+
     /// Whether this is a cluster connection.
     pub fn is_cluster(&self) -> bool {
         matches!(self, Self::Cluster(_))

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::Script;
+use redis::{Cmd, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
 use smallvec::SmallVec;
 
 use super::breaker::{Admit, CircuitBreaker};
@@ -332,72 +332,40 @@ impl RedisStore {
         } else {
             items.iter().map(|_| None).collect()
         };
-        let may_create = |r: &Option<Result<Reservation, KeyBound>>| {
-            if matches!(r, Some(Err(_))) {
-                b'0'
-            } else {
-                b'1'
-            }
-        };
         // One consume on one key under one enforced limit goes to the script written for it
-        // (`redis_consume_one.lua`): the same decision at a third of the general script's Redis
-        // CPU. Its parameters are one packed argument, its reply one packed string, because
+        // (`redis_consume_one.lua`): the same decision at a fraction of the general script's
+        // Redis CPU. Its parameters are one packed argument, its reply one packed string, because
         // every argument and reply value costs Redis more than packing it.
         let one = matches!(op, Op::Consume)
             && items.len() == 1
             && items[0].limits.len() == 1
             && items[0].limits[0].kind.is_ascii_lowercase();
-        let mut inv = if one {
-            let (it, l) = (&items[0], &items[0].limits[0]);
-            let mut inv = inner.consume_one.prepare_invoke();
-            inv.key(&l.key[..]);
-            inv.arg(&consume_one_params(l, may_create(&reservations[0]), it.cost)[..]);
-            inv
+        let (script, cmd) = if one {
+            let script = &inner.consume_one;
+            (
+                script,
+                consume_one_cmd(script, &items[0], &reservations[0], at),
+            )
         } else {
-            let mut inv = inner.script.prepare_invoke();
-            let code: &str = match op {
-                Op::Consume => "c",
-                Op::Status => "s",
-                Op::Report => "r",
-                Op::Refund => "f",
-            };
-            inv.arg(code);
-            inv
+            let script = &inner.script;
+            (script, decision_cmd(script, op, items, &reservations, at))
         };
-        match at {
-            Some(t) => inv.arg(t),
-            None => inv.arg(""),
-        };
-        if !one {
-            inv.arg(items.len());
-            for (it, r) in items.iter().zip(&reservations) {
-                inv.arg(it.cost)
-                    .arg(&[may_create(r)][..])
-                    .arg(it.limits.len());
-                for l in &it.limits {
-                    inv.key(&l.key[..]);
-                    inv.arg(&[l.kind][..]).arg(l.max).arg(l.window).arg(l.burst);
-                }
+        let reply = self.invoke(script, &cmd).await.and_then(|v| {
+            if one {
+                consume_one_reply(v)
+            } else {
+                ints(v)
             }
-        }
-        let mut conn = inner.conn.clone();
-        let reply: Result<Vec<i64>, String> =
-            match tokio::time::timeout(inner.timeout, inv.invoke_async::<redis::Value>(&mut conn))
-                .await
-            {
-                Ok(Ok(r)) => reply_values(r, one)
-                    .ok_or_else(|| "Redis answered the script oddly".to_string()),
-                Ok(Err(e)) if e.code() == Some(CORRUPT_CODE) => {
-                    // Redis answered: the breaker counts this as a success.
-                    inner.breaker.on_success();
-                    return Err(corrupt(items, &e));
-                }
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!(
-                    "Redis did not answer within {} ms",
-                    inner.timeout.as_millis()
-                )),
-            };
+        });
+        let reply: Result<Vec<i64>, String> = match reply {
+            Ok(r) => Ok(r),
+            Err(e) if e.code() == Some(CORRUPT_CODE) => {
+                // Redis answered: the breaker counts this as a success.
+                inner.breaker.on_success();
+                return Err(corrupt(items, &e));
+            }
+            Err(e) => Err(e.to_string()),
+        };
         let reply = match reply {
             Ok(r) => r,
             Err(msg) => {
@@ -426,6 +394,34 @@ impl RedisStore {
             ));
         }
         Ok(parsed)
+    }
+
+    /// Runs `script` with the keys and arguments packed in `cmd` (its EVALSHA, see `evalsha`) and
+    /// returns the reply: one round trip. Only when Redis has lost its script cache (a restart, a
+    /// `SCRIPT FLUSH`) does it load the script and send the same command again. The whole call,
+    /// reload included, is bounded by the command timeout.
+    async fn invoke(&self, script: &Script, cmd: &Cmd) -> RedisResult<redis::Value> {
+        let inner = &*self.inner;
+        let mut conn = inner.conn.clone();
+        let run = async {
+            match conn.send(cmd).await {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    script.load_async(&mut conn).await?;
+                    conn.send(cmd).await
+                }
+                other => other,
+            }
+        };
+        match tokio::time::timeout(inner.timeout, run).await {
+            Ok(r) => r,
+            Err(_) => Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "Redis did not answer within {} ms",
+                    inner.timeout.as_millis()
+                ),
+            ))),
+        }
     }
 
     /// `apply`, at a given time instead of Redis's clock (tests and benchmarks; `None` = Redis
@@ -665,34 +661,116 @@ impl RedisStore {
     }
 }
 
+/// The `EVALSHA` of `script` over `keys`, its arguments written by `args`: packed straight into
+/// one buffer (no per-argument allocation), with the script's hash computed once in `Script::new`.
+fn evalsha<'k>(
+    script: &Script,
+    keys: impl ExactSizeIterator<Item = &'k [u8]>,
+    args: impl FnOnce(&mut Cmd),
+) -> Cmd {
+    let mut cmd = Cmd::with_capacity(3 + keys.len() + 16, 256);
+    cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys.len());
+    for k in keys {
+        cmd.arg(k);
+    }
+    args(&mut cmd);
+    cmd
+}
+
+/// One decision script call over `items` (layout of `KEYS` and `ARGV` in `redis_policy.lua`).
+fn decision_cmd(
+    script: &Script,
+    op: Op,
+    items: &[ItemSpec<'_>],
+    reservations: &[Option<Result<Reservation, KeyBound>>],
+    at: Option<Micros>,
+) -> Cmd {
+    let keys = items
+        .iter()
+        .flat_map(|it| it.limits.iter().map(|l| &l.key[..]));
+    let nkeys = items.iter().map(|it| it.limits.len()).sum();
+    evalsha(script, ExactLen(keys, nkeys), |cmd| {
+        cmd.arg(match op {
+            Op::Consume => "c",
+            Op::Status => "s",
+            Op::Report => "r",
+            Op::Refund => "f",
+        });
+        match at {
+            Some(t) => cmd.arg(t),
+            None => cmd.arg(""),
+        };
+        cmd.arg(items.len());
+        for (it, r) in items.iter().zip(reservations) {
+            let may_create = if matches!(r, Some(Err(_))) { "0" } else { "1" };
+            cmd.arg(it.cost).arg(may_create).arg(it.limits.len());
+            for l in &it.limits {
+                cmd.arg(&[l.kind][..]).arg(l.max).arg(l.window).arg(l.burst);
+            }
+        }
+    })
+}
+
+/// An iterator whose length is known up front (a `flat_map` does not say it).
+struct ExactLen<I>(I, usize);
+
+impl<I: Iterator> Iterator for ExactLen<I> {
+    type Item = I::Item;
+    fn next(&mut self) -> Option<I::Item> {
+        let item = self.0.next()?;
+        self.1 = self.1.saturating_sub(1);
+        Some(item)
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.1, Some(self.1))
+    }
+}
+
+impl<I: Iterator> ExactSizeIterator for ExactLen<I> {}
+
 /// The script, for benchmarks that call it directly.
 #[doc(hidden)]
 pub const SCRIPT: &str = include_str!("redis_policy.lua");
 
-/// The one argument of `redis_consume_one.lua`: kind, may-create ('1' / '0'), then cost, max,
-/// window and burst as little-endian doubles (all below 2^53, so exact).
-fn consume_one_params(l: &LimitSpec, may_create: u8, cost: u64) -> [u8; 34] {
+/// The call of `redis_consume_one.lua` for one item under one limit: its key, then one packed
+/// argument (kind, may-create '1' / '0', then cost, max, window and burst as little-endian
+/// doubles, all below 2^53 and so exact) and the time argument of `redis_policy.lua`.
+fn consume_one_cmd(
+    script: &Script,
+    item: &ItemSpec<'_>,
+    reservation: &Option<Result<Reservation, KeyBound>>,
+    at: Option<Micros>,
+) -> Cmd {
+    let l = &item.limits[0];
     let mut p = [0u8; 34];
     p[0] = l.kind;
-    p[1] = may_create;
-    for (i, v) in [cost, l.max, l.window, l.burst].into_iter().enumerate() {
+    p[1] = if matches!(reservation, Some(Err(_))) {
+        b'0'
+    } else {
+        b'1'
+    };
+    for (i, v) in [item.cost, l.max, l.window, l.burst]
+        .into_iter()
+        .enumerate()
+    {
         p[2 + 8 * i..10 + 8 * i].copy_from_slice(&(v as f64).to_le_bytes());
     }
-    p
+    evalsha(script, std::iter::once(&l.key[..]), |cmd| {
+        cmd.arg(&p[..]);
+        match at {
+            Some(t) => cmd.arg(t),
+            None => cmd.arg(""),
+        };
+    })
 }
 
-/// A script's reply in the general script's layout: its own array, or the one-consume script's
-/// six little-endian doubles {now, flags, remaining, reset_at, retry_at, used} spread out.
-fn reply_values(v: redis::Value, one: bool) -> Option<Vec<i64>> {
-    if !one {
-        return redis::FromRedisValue::from_redis_value(v).ok();
-    }
-    let redis::Value::BulkString(b) = v else {
-        return None;
+/// The one-consume script's reply, six little-endian doubles {now, flags, remaining, reset_at,
+/// retry_at, used}, spread into the general script's layout for one item under one limit.
+fn consume_one_reply(v: redis::Value) -> RedisResult<Vec<i64>> {
+    let b = match v {
+        redis::Value::BulkString(b) if b.len() == 48 => b,
+        other => return Err(odd_reply(other)),
     };
-    if b.len() != 48 {
-        return None;
-    }
     let mut f = [0i64; 6];
     for (x, c) in f.iter_mut().zip(b.chunks_exact(8)) {
         let mut d = [0u8; 8];
@@ -703,7 +781,7 @@ fn reply_values(v: redis::Value, one: bool) -> Option<Vec<i64>> {
     let [now, flags, remaining, reset, retry, used] = f;
     let bit = |b: i64| i64::from(flags & b != 0);
     let ok = bit(4);
-    Some(vec![
+    Ok(vec![
         now,
         bit(1),
         bit(2),
@@ -733,6 +811,32 @@ fn consumed_part<'a>(spec: &ItemSpec<'a>, v: &ItemVerdict) -> (Vec<usize>, ItemS
     let mut part = spec.clone();
     part.limits = idx.iter().map(|&i| spec.limits[i].clone()).collect();
     (idx, part)
+}
+
+/// The script's reply as the flat array of integers it always is (an error value inside it is
+/// Redis' error, passed on as such).
+fn ints(reply: redis::Value) -> RedisResult<Vec<i64>> {
+    match reply {
+        redis::Value::Array(items) => items
+            .into_iter()
+            .map(|v| match v {
+                redis::Value::Int(i) => Ok(i),
+                other => Err(odd_reply(other)),
+            })
+            .collect(),
+        other => Err(odd_reply(other)),
+    }
+}
+
+fn odd_reply(v: redis::Value) -> RedisError {
+    match v.extract_error() {
+        Ok(v) => RedisError::from((
+            ErrorKind::UnexpectedReturnType,
+            "the decision script answered with",
+            format!("{v:?}"),
+        )),
+        Err(e) => e,
+    }
 }
 
 /// Reads the script's flat reply (layout in `redis_policy.lua`).
@@ -846,5 +950,81 @@ impl Store for RedisStore {
 
     fn kind(&self) -> &'static str {
         "redis"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::Arg;
+    use smallvec::smallvec;
+
+    fn words(cmd: &Cmd) -> Vec<String> {
+        cmd.args_iter()
+            .map(|a| match a {
+                Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => "<not a plain argument>".to_string(),
+            })
+            .collect()
+    }
+
+    fn limit(key: &str, kind: u8, max: u64, window: Micros, burst: u64) -> LimitSpec {
+        LimitSpec {
+            key: key.as_bytes().to_vec(),
+            kind,
+            max,
+            window,
+            burst,
+        }
+    }
+
+    /// The hand-packed command must keep the layout `redis_policy.lua` reads: every key first
+    /// (KEYS), then the call's, each item's and each limit's arguments (ARGV).
+    #[test]
+    fn decision_cmd_is_one_evalsha_with_the_script_layout() {
+        let script = Script::new(SCRIPT);
+        let items = [
+            ItemSpec {
+                key: RateKey::new("t", "c", "a"),
+                cost: 2,
+                bounds: KeyBounds::UNBOUNDED,
+                limits: smallvec![
+                    limit("k1", b'l', 10, 1_000_000, 0),
+                    limit("k2", b'G', 5, 60_000_000, 3)
+                ],
+            },
+            ItemSpec {
+                key: RateKey::new("t", "d", "a"),
+                cost: 1,
+                bounds: KeyBounds::UNBOUNDED,
+                limits: smallvec![limit("k3", b'f', 7, 2_000_000, 0)],
+            },
+        ];
+        let reservations = [None, Some(Err(KeyBound::TenantKeys { max: 1 }))];
+        let cmd = decision_cmd(&script, Op::Consume, &items, &reservations, Some(42));
+        let mut want = vec!["EVALSHA", script.get_hash(), "3", "k1", "k2", "k3"];
+        want.extend(["c", "42", "2"]);
+        want.extend([
+            "2", "1", "2", "l", "10", "1000000", "0", "G", "5", "60000000", "3",
+        ]);
+        want.extend(["1", "0", "1", "f", "7", "2000000", "0"]);
+        assert_eq!(words(&cmd), want);
+        assert_eq!(script.get_hash().len(), 40);
+
+        let status = decision_cmd(&script, Op::Status, &items[1..], &[None], None);
+        assert_eq!(
+            words(&status)[..9],
+            [
+                "EVALSHA",
+                script.get_hash(),
+                "1",
+                "k3",
+                "s",
+                "",
+                "1",
+                "1",
+                "1"
+            ]
+        );
     }
 }
