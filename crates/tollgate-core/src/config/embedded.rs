@@ -30,8 +30,10 @@ const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
 /// redb's page cache. Its default (1 GiB) would end up holding the whole database, read once by
 /// the start-up load (about 150 bytes per configured limit, as much as the configuration in
 /// force): decisions never read the database, and a change reads only the few pages on its path,
-/// whose upper levels stay cached in far less. Bounded, the database costs a fixed 16 MiB.
-const CACHE_BYTES: usize = 16 << 20;
+/// whose upper levels stay cached in far less. Bounded, the database costs a fixed 4 MiB. At
+/// 1,000,000 limits 16 MiB cost 15 bytes per limit more for changes and bulk imports no faster,
+/// and a start-up 0.3 s shorter (2.0 s instead of 2.3 s).
+const CACHE_BYTES: usize = 4 << 20;
 
 /// The database file's name in the data dir.
 pub const DATABASE_FILE: &str = "config.redb";
