@@ -55,6 +55,46 @@ fn script_usec(port: u16) -> f64 {
         .sum()
 }
 
+/// Redis' slow log, reset, logging every command over 1 ms.
+fn reset_slowlog(port: u16) {
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .and_then(|c| c.get_connection())
+        .unwrap();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg(1000)
+        .exec(&mut c)
+        .unwrap();
+    redis::cmd("SLOWLOG").arg("RESET").exec(&mut c).unwrap();
+}
+
+/// The longest single command in Redis' slow log, in ms: how long a bulk import held Redis' one
+/// thread, while every instance's decisions waited.
+fn longest_command_ms(port: u16) -> f64 {
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .and_then(|c| c.get_connection())
+        .unwrap();
+    // Each entry: [id, timestamp, duration µs, [args], client address, client name].
+    let entries: Vec<redis::Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(-1)
+        .query(&mut c)
+        .unwrap();
+    let longest = entries
+        .iter()
+        .filter_map(|e| match e {
+            redis::Value::Array(f) => match f.get(2) {
+                Some(redis::Value::Int(us)) => Some(*us),
+                _ => None,
+            },
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    longest as f64 / 1e3
+}
+
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
@@ -159,9 +199,14 @@ fn main() {
                 .await
                 .unwrap();
             let d = doc(limits);
+            reset_slowlog(server.port);
             let started = Instant::now();
             cm.apply(Change::ReplaceAll(d)).await.unwrap();
             let import = started.elapsed();
+            println!(
+                "redis limits={limits}: longest Redis command during the bulk import {:.1} ms",
+                longest_command_ms(server.port)
+            );
             let redis_before = script_usec(server.port);
             let (p50, p99) = change_latency(&cm, limits, 500).await;
             println!(

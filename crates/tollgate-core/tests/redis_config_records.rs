@@ -307,6 +307,60 @@ async fn a_batch_is_stored_all_or_nothing_under_one_version() {
 }
 
 #[tokio::test]
+async fn a_change_of_more_than_ten_thousand_tenants_is_swapped_in_whole() {
+    if skip_without_redis("a_change_of_more_than_ten_thousand_tenants_is_swapped_in_whole") {
+        return;
+    }
+    let server = RedisServer::start();
+    let (a, _) = seeded(&server.url(), 3).await;
+    let b_backend = backend(server.url()).await;
+    let b = ConfigManager::open(b_backend.clone(), None).await.unwrap();
+    let stale = b.snapshot_arc();
+    a.apply(set_action("t1", "a", 11)).await.unwrap();
+    let many: Vec<(String, u64)> = (0..10_001).map(|i| (format!("big{i:05}"), 5)).collect();
+    let many: Vec<(&str, u64)> = many.iter().map(|(t, m)| (t.as_str(), *m)).collect();
+    // Built on a version that is no longer stored: refused whole, staging removed.
+    assert_eq!(
+        commit(&b_backend, &stale, &many).await,
+        Err(ConfigError::Conflict { stored: 3 })
+    );
+    assert_eq!(int(&server, &["HLEN", "tg{config}:tenants"]), 3);
+    let keys = server.command(&["KEYS", "tg{config}:staging*"]).unwrap();
+    assert_eq!(keys.trim(), "*0", "refused staging removed: {keys:?}");
+    // On the stored version: every tenant of the new configuration is stored, untouched ones
+    // included, under one version that is also the floor of every tenant's version (the
+    // per-tenant versions start over), as a whole replacement.
+    assert!(b.refresh().await.unwrap());
+    let fresh = b.snapshot_arc();
+    assert_eq!(commit(&b_backend, &fresh, &many).await, Ok(4));
+    assert_eq!(int(&server, &["HLEN", "tg{config}:tenants"]), 10_004);
+    assert_eq!(hget(&server, "tg{config}:meta", "floor"), "4");
+    assert_eq!(int(&server, &["EXISTS", "tg{config}:tenant-versions"]), 0);
+    assert_eq!(
+        int(&server, &["TTL", "tg{config}:tenants"]),
+        -1,
+        "staging TTL dropped"
+    );
+    assert!(a.refresh().await.unwrap());
+    let snap = a.snapshot_arc();
+    assert_eq!(snap.version, 4);
+    assert_eq!(snap.tenants.len(), 10_004);
+    assert!(
+        has(&snap, "t1", "a", 11) && has(&snap, "t0", "a", 10) && has(&snap, "big10000", "a", 5)
+    );
+    // A writer still holding version 3 conflicts whatever tenant it touches; the manager redoes
+    // its change on version 4, and per-tenant versions work again after it.
+    assert_eq!(
+        commit(&b_backend, &stale, &[("t2", 12)]).await,
+        Err(ConfigError::Conflict { stored: 4 })
+    );
+    assert_eq!(a.apply(set_action("t2", "a", 12)).await.unwrap().version, 5);
+    assert_eq!(hget(&server, "tg{config}:tenant-versions", "t2"), "5");
+    assert!(b.refresh().await.unwrap());
+    assert_eq!(&**a.snapshot(), &**b.snapshot());
+}
+
+#[tokio::test]
 async fn a_start_loads_in_chunks() {
     if skip_without_redis("a_start_loads_in_chunks") {
         return;

@@ -63,22 +63,22 @@ redis.call('PUBLISH', ARGV[5], new)
 return {'1', new, id}
 "#;
 
-/// Replaces the whole configuration. KEYS: meta, tenants, tenant-versions, stream, staging
-/// (the new tenant records, written beforehand; may not exist when there are none). ARGV:
-/// expected version, new version, global JSON, channel, stream max length.
+/// Replaces the whole configuration (a whole-document save, and a change touching more than
+/// `STAGED_APPLY_MAX` tenants). KEYS: meta, tenants, tenant-versions, stream, staging (the new
+/// tenant records, written beforehand; may not exist when there are none). ARGV: expected
+/// version, new version, global JSON, channel, stream max length. O(1) in the number of tenants.
 ///
 /// The per-tenant versions are dropped; `floor` (the version of this replacement) stands in for
 /// all of them, so a writer that built on an older version conflicts whatever tenant it touches.
 pub const SAVE: &str = r#"
 local cur = redis.call('HGET', KEYS[1], 'version') or '0'
 if cur ~= ARGV[1] then return {'0', cur} end
+-- UNLINK: the old records are freed in the background, not while every client waits.
+redis.call('UNLINK', KEYS[2], KEYS[3])
 if redis.call('EXISTS', KEYS[5]) == 1 then
   redis.call('RENAME', KEYS[5], KEYS[2])
   redis.call('PERSIST', KEYS[2])
-else
-  redis.call('DEL', KEYS[2])
 end
-redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[1], 'version', ARGV[2], 'global', ARGV[3], 'global_version', ARGV[2], 'floor', ARGV[2])
 local id = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'v', ARGV[2], 'p', cur, 'all', '1')
 redis.call('PUBLISH', ARGV[4], ARGV[2])
