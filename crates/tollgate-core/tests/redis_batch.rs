@@ -10,9 +10,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use redis_server::{skip_without_redis, RedisServer};
+use tollgate_core::policy::{Algorithm, Op, Policy, PolicyItem, PolicyLimit};
 use tollgate_core::redis_conn::RedisOptions;
 use tollgate_core::store::redis::CONSUME_ONE_SCRIPT;
-use tollgate_core::store::{RedisStore, RedisStoreOptions, Store, StoreError};
+use tollgate_core::store::{KeyBounds, RedisStore, RedisStoreOptions, Store, StoreError};
 use tollgate_core::window::{Verdict, WindowLog};
 use tollgate_core::{Limit, RateKey};
 
@@ -142,8 +143,10 @@ fn block_redis(server: &RedisServer, ms: u64) -> std::thread::JoinHandle<()> {
     })
 }
 
-/// A corrupt key in the middle of a batch: its decision is `Corrupt` (the key reset), the items
-/// before and after it in the same call are decided and consumed exactly, the breaker stays closed.
+/// Two corrupt keys in the middle of a batch (a sliding log holding a short string, which the
+/// script answers with an error reply, and a GCRA key holding a list, which it raises as an
+/// error): each one's decision is `Corrupt` (the key reset), the items before and after them in the
+/// same call are decided and consumed exactly, the breaker stays closed.
 #[test]
 fn a_corrupt_key_in_a_batch_fails_only_its_own_decision() {
     if skip_without_redis("a_corrupt_key_in_a_batch_fails_only_its_own_decision") {
@@ -162,6 +165,20 @@ fn a_corrupt_key_in_a_batch_fails_only_its_own_decision() {
             .arg("not a log")
             .query(&mut conn)
             .unwrap();
+        let gcra = Policy {
+            limits: vec![PolicyLimit {
+                algorithm: Algorithm::Gcra { burst: 3 },
+                ..PolicyLimit::sliding_log(limit)
+            }]
+            .into(),
+        };
+        let gbad = RateKey::new("t", "gbad", "a");
+        let gbad_key = store.policy_keys(gbad, &gcra.limits)[0].clone();
+        let _: () = redis::cmd("RPUSH")
+            .arg(&gbad_key)
+            .arg("x")
+            .query(&mut conn)
+            .unwrap();
         let blocker = block_redis(&server, 400);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let first = {
@@ -173,17 +190,25 @@ fn a_corrupt_key_in_a_batch_fails_only_its_own_decision() {
             })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
-        // Queued in this order: 4 on key x, the corrupt key, 4 on key y.
+        // Queued in this order: 4 on key x, the two corrupt keys, 4 on key y.
         let mut queued = Vec::new();
-        for (i, client) in ["x", "x", "x", "x", "bad", "y", "y", "y", "y"]
-            .into_iter()
-            .enumerate()
-        {
+        let clients = ["x", "x", "x", "x", "bad", "gbad", "y", "y", "y", "y"];
+        for (i, client) in clients.into_iter().enumerate() {
             let store = store.clone();
+            let gcra = gcra.clone();
             queued.push(tokio::spawn(async move {
-                store
-                    .check_and_consume(RateKey::new("t", client, "a"), limit, 1)
-                    .await
+                let key = RateKey::new("t", client, "a");
+                if client == "gbad" {
+                    let item = PolicyItem {
+                        key,
+                        policy: &gcra,
+                        cost: 1,
+                        bounds: KeyBounds::UNBOUNDED,
+                        shadow_all: false,
+                    };
+                    return store.apply(Op::Consume, &[item]).await.map(|_| None);
+                }
+                store.check_and_consume(key, limit, 1).await.map(Some)
             }));
             // Spawned tasks run in any order; a pause keeps the queue in this order.
             tokio::time::sleep(Duration::from_millis(5 + i as u64 % 2)).await;
@@ -197,23 +222,31 @@ fn a_corrupt_key_in_a_batch_fails_only_its_own_decision() {
         }
         assert_eq!(
             store.batch_counts(),
-            (2, 10),
-            "one direct call, then one batch of nine"
+            (2, 11),
+            "one direct call, then one batch of ten"
         );
         for (i, a) in answers.iter().enumerate() {
-            if i == 4 {
+            if i == 4 || i == 5 {
+                let (want_key, want_reason) = if i == 4 {
+                    (store.redis_key(bad), "shorter than the header")
+                } else {
+                    (gbad_key.clone(), "not a string")
+                };
                 match a {
                     Err(StoreError::Corrupt { key, reason }) => {
-                        assert_eq!(key.as_bytes(), &store.redis_key(bad)[..]);
-                        assert_eq!(reason, "shorter than the header");
+                        assert_eq!(key.as_bytes(), &want_key[..], "item {i}");
+                        assert_eq!(reason, want_reason, "item {i}");
                     }
-                    other => panic!("the corrupt key's decision: {other:?}"),
+                    other => panic!("the corrupt key's decision {i}: {other:?}"),
                 }
                 continue;
             }
-            let v = a.as_ref().expect("decided despite the corrupt key");
-            // The n-th decision on its key (x: items 0..4, y: items 5..9).
-            let n = if i < 4 { i as u64 } else { (i - 5) as u64 };
+            let v = a
+                .as_ref()
+                .expect("decided despite the corrupt keys")
+                .expect("a sliding log verdict");
+            // The n-th decision on its key (x: items 0..4, y: items 6..10).
+            let n = if i < 4 { i as u64 } else { (i - 6) as u64 };
             assert_eq!(v.allowed, n < 3, "item {i}");
             assert_eq!(v.used, (n + 1).min(3), "item {i}");
         }
@@ -225,11 +258,10 @@ fn a_corrupt_key_in_a_batch_fails_only_its_own_decision() {
                 .unwrap();
             assert_eq!(v.used, 3, "key {client}");
         }
-        let t: String = redis::cmd("TYPE")
-            .arg(store.redis_key(bad))
-            .query(&mut conn)
-            .unwrap();
-        assert_eq!(t, "none", "the corrupt key was reset");
+        for k in [store.redis_key(bad), gbad_key] {
+            let t: String = redis::cmd("TYPE").arg(&k).query(&mut conn).unwrap();
+            assert_eq!(t, "none", "the corrupt key was reset");
+        }
         let v = store.check_and_consume(bad, limit, 1).await.unwrap();
         assert!(v.allowed && v.used == 1, "a fresh log after the reset");
         assert!(
