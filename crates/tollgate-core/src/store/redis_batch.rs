@@ -303,7 +303,7 @@ mod tests {
     #[test]
     fn a_batch_reply_splits_into_items_and_their_messages() {
         let mut b = item(5.0, 9.0);
-        b.extend(item(FAILED, 21.0));
+        b.extend(item(FAILED, 24.0));
         b.extend(item(FAILED, 5.0));
         b.extend(b"TGCORRUPT 1 not a stringERR x");
         let out = split(redis::Value::BulkString(b.clone()), 3).unwrap();
