@@ -93,6 +93,7 @@ run_wrk() {
 redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$tmp" --save '' --appendonly no >/dev/null &
 pids+=($!)
+redis_pid=$!
 for _ in $(seq 1 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 mem_port=$(free_port)
@@ -102,6 +103,7 @@ red_port=$(free_port)
 TOLLGATE_LOG=warn "$BIN" --listen "127.0.0.1:$red_port" --rls-listen off --store redis \
   --redis-url "redis://127.0.0.1:$redis_port" --data-dir "$tmp/red" 2>"$tmp/red.log" &
 pids+=($!)
+red_pid=$!
 wait_healthy "$mem_port"
 wait_healthy "$red_port"
 raise_limits "$mem_port"
@@ -110,12 +112,18 @@ redis-cli -p "$redis_port" config resetstat >/dev/null
 
 echo "tollgate HTTP, Redis store vs memory store: $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $RUNS runs alternating"
 printf '%-4s %-8s %12s %9s %9s %s\n' run store req/s p50_ms p99_ms non-2xx
-mem=() red=() ratios=() red_total=0
+# CPU time (user + system, clock ticks) of a process: what it really spent, unlike usec_per_call,
+# which counts the time Redis was descheduled inside a command on these shared cores.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+mem=() red=() ratios=() red_total=0 redis_ticks=0 server_ticks=0
 for run in $(seq 1 "$RUNS"); do
   read -r rps p50 p99 bad _ < <(run_wrk "$mem_port")
   printf '%-4s %-8s %12s %9s %9s %s\n' "$run" memory "$rps" "$p50" "$p99" "$bad"
   mem+=("$rps"); mr=$rps
+  r0=$(ticks "$redis_pid") s0=$(ticks "$red_pid")
   read -r rps p50 p99 bad total < <(run_wrk "$red_port")
+  redis_ticks=$((redis_ticks + $(ticks "$redis_pid") - r0))
+  server_ticks=$((server_ticks + $(ticks "$red_pid") - s0))
   red_total=$((red_total + total))
   printf '%-4s %-8s %12s %9s %9s %s\n' "$run" redis "$rps" "$p50" "$p99" "$bad"
   red+=("$rps")
@@ -132,3 +140,7 @@ grep -E "cmdstat_(evalsha|eval|time|getrange|setrange|pexpire|pexpireat|strlen)"
 awk -F'[=,:]' -v d="$red_total" '/^cmdstat_evalsha:/ {
   printf "decisions %d, EVALSHA calls %d: %.2f decisions per call; %.2f usec per call, %.2f usec of EVALSHA per decision\n",
     d, $3, d / $3, $7, $5 / d }' <<<"$stats"
+hz=$(getconf CLK_TCK)
+awk -v r="$redis_ticks" -v s="$server_ticks" -v d="$red_total" -v hz="$hz" 'BEGIN {
+  printf "CPU per decision (/proc/<pid>/stat over the Redis phases): redis-server %.2f usec, tollgate %.2f usec\n",
+    r / hz * 1e6 / d, s / hz * 1e6 / d }'

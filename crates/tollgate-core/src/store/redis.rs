@@ -2,7 +2,8 @@
 //! algorithm of every limit of every item atomically inside Redis, on Redis's clock, with the same
 //! formulas as the memory store (README "Policies"). Any number of tollgate instances sharing one
 //! Redis (or Redis Cluster) therefore make the decisions one instance would, whatever their own
-//! clocks say.
+//! clocks say. On a single node, one-consume decisions that arrive together share one call of
+//! `redis_consume_one.lua` (`redis_batch.rs`); each is still answered, and fails, on its own.
 //!
 //! Keys: every state key of one (tenant, client, action) is `<prefix>{<tag>}<limit>:<key>`, where
 //! the hash tag is FNV-1a-64 of the key's injective encoding (16 hex digits) and `<limit>` names
