@@ -70,7 +70,7 @@ raise_limits() {
     -d '{"max_global_concurrent_requests":100000,"max_tenant_queue_size":100000,"queue_timeout_ms":1000,"new_keys_per_second":1000000000,"max_keys_per_tenant":100000000}' >/dev/null
 }
 
-# Runs wrk; prints "rps p50_ms p99_ms non2xx".
+# Runs wrk; prints "rps p50_ms p99_ms non2xx requests".
 run_wrk() {
   local out
   out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$tmp/check.lua" "http://127.0.0.1:$1/api/check_and_consume")
@@ -85,13 +85,15 @@ run_wrk() {
     /^ +99%/ { p99 = ms($2) }
     /Non-2xx/ { non2xx = $NF }
     /^Requests\/sec/ { rps = $2 }
-    END { printf "%s %.3f %.3f %d\n", rps, p50, p99, non2xx }
+    / requests in / { total = $1 }
+    END { printf "%s %.3f %.3f %d %d\n", rps, p50, p99, non2xx, total }
   ' <<<"$out"
 }
 
 redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$tmp" --save '' --appendonly no >/dev/null &
 pids+=($!)
+redis_pid=$!
 for _ in $(seq 1 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 mem_port=$(free_port)
@@ -101,6 +103,7 @@ red_port=$(free_port)
 TOLLGATE_LOG=warn "$BIN" --listen "127.0.0.1:$red_port" --rls-listen off --store redis \
   --redis-url "redis://127.0.0.1:$redis_port" --data-dir "$tmp/red" 2>"$tmp/red.log" &
 pids+=($!)
+red_pid=$!
 wait_healthy "$mem_port"
 wait_healthy "$red_port"
 raise_limits "$mem_port"
@@ -109,12 +112,19 @@ redis-cli -p "$redis_port" config resetstat >/dev/null
 
 echo "tollgate HTTP, Redis store vs memory store: $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $RUNS runs alternating"
 printf '%-4s %-8s %12s %9s %9s %s\n' run store req/s p50_ms p99_ms non-2xx
-mem=() red=() ratios=() red_total=0
+# CPU time (user + system, clock ticks) of a process: what it really spent, unlike usec_per_call,
+# which counts the time Redis was descheduled inside a command on these shared cores.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+mem=() red=() ratios=() red_total=0 redis_ticks=0 server_ticks=0
 for run in $(seq 1 "$RUNS"); do
-  read -r rps p50 p99 bad < <(run_wrk "$mem_port")
+  read -r rps p50 p99 bad _ < <(run_wrk "$mem_port")
   printf '%-4s %-8s %12s %9s %9s %s\n' "$run" memory "$rps" "$p50" "$p99" "$bad"
   mem+=("$rps"); mr=$rps
-  read -r rps p50 p99 bad < <(run_wrk "$red_port")
+  r0=$(ticks "$redis_pid") s0=$(ticks "$red_pid")
+  read -r rps p50 p99 bad total < <(run_wrk "$red_port")
+  redis_ticks=$((redis_ticks + $(ticks "$redis_pid") - r0))
+  server_ticks=$((server_ticks + $(ticks "$red_pid") - s0))
+  red_total=$((red_total + total))
   printf '%-4s %-8s %12s %9s %9s %s\n' "$run" redis "$rps" "$p50" "$p99" "$bad"
   red+=("$rps")
   ratios+=("$(awk -v r="$rps" -v m="$mr" 'BEGIN { printf "%.3f", r / m }')")
@@ -124,4 +134,13 @@ echo
 printf 'medians: memory %.0f req/s, redis %.0f req/s\n' "$(median "${mem[@]}")" "$(median "${red[@]}")"
 echo "redis / memory throughput, per run: ${ratios[*]}; median $(median "${ratios[@]}") (target >= 0.75)"
 echo "redis INFO commandstats over the Redis phases:"
-redis-cli -p "$redis_port" info commandstats | grep -E "cmdstat_(evalsha|eval|time|getrange|setrange|pexpire|pexpireat|strlen)" || true
+stats=$(redis-cli -p "$redis_port" info commandstats | tr -d '\r')
+grep -E "cmdstat_(evalsha|eval|time|getrange|setrange|pexpire|pexpireat|strlen)" <<<"$stats" || true
+# Decisions per EVALSHA (batching sends several in one call) and Redis' CPU per decision.
+awk -F'[=,:]' -v d="$red_total" '/^cmdstat_evalsha:/ {
+  printf "decisions %d, EVALSHA calls %d: %.2f decisions per call; %.2f usec per call, %.2f usec of EVALSHA per decision\n",
+    d, $3, d / $3, $7, $5 / d }' <<<"$stats"
+hz=$(getconf CLK_TCK)
+awk -v r="$redis_ticks" -v s="$server_ticks" -v d="$red_total" -v hz="$hz" 'BEGIN {
+  printf "CPU per decision (/proc/<pid>/stat over the Redis phases): redis-server %.2f usec, tollgate %.2f usec\n",
+    r / hz * 1e6 / d, s / hz * 1e6 / d }'

@@ -5,9 +5,11 @@ script takes.) Only the Redis side is measured (INFO commandstats), so the clien
 does not enter the figure as long as it keeps Redis busy.
 
 usage: redis-cpu-load.py PORT SHA CALLS KEYS PIPELINE NKEYS ARG...
-  KEYS = 0 for one hot key, else the number of random keys; NKEYS = number of keys (1 or 2);
-  an ARG 'hex:...' is sent as those bytes; an ARG 'step:N' as a time in µs that starts at the
-  real clock and grows by N per call (the scripts' explicit-time argument).
+  KEYS = 0 for one hot key, else the number of random keys; NKEYS = number of keys (1 or 2 keys
+  of one item; more: a batch of NKEYS items, each on its own random key); an ARG 'hex:...' is
+  sent as those bytes, 'hexrep:...' as those bytes repeated NKEYS times (one packed item per
+  key); an ARG 'step:N' as a time in µs that starts at the real clock and grows by N per call
+  (the scripts' explicit-time argument).
 """
 import random
 import socket
@@ -23,15 +25,27 @@ def main() -> None:
     port, sha, calls, nkeys_space, pipeline, nkeys = sys.argv[1:7]
     calls, nkeys_space, pipeline, nkeys = int(calls), int(nkeys_space), int(pipeline), int(nkeys)
     raw = sys.argv[7:]
-    args = [bytes.fromhex(a[4:]) if a.startswith("hex:") else a.encode() for a in raw]
+    def arg(a: str) -> bytes:
+        if a.startswith("hex:"):
+            return bytes.fromhex(a[4:])
+        if a.startswith("hexrep:"):
+            return bytes.fromhex(a[7:]) * nkeys
+        return a.encode()
+
+    args = [arg(a) for a in raw]
     step = next((int(a[5:]) for a in raw if a.startswith("step:")), None)
     head = b"*%d\r\n" % (3 + nkeys + len(args)) + bulk(b"EVALSHA") + bulk(sha.encode()) + bulk(b"%d" % nkeys)
     rng = random.Random(7)
     clock = [int(time.time() * 1e6) + 1_000_000]
 
     def command() -> bytes:
-        n = rng.randrange(nkeys_space) if nkeys_space else 0
-        keys = b"".join(bulk(b"tollgate:{%016d}%s:k" % (n, s)) for s in (b"x", b"y")[:nkeys])
+        if nkeys > 2:
+            keys = b"".join(
+                bulk(b"tollgate:{%016d}l:k" % (rng.randrange(nkeys_space) if nkeys_space else 0))
+                for _ in range(nkeys))
+        else:
+            n = rng.randrange(nkeys_space) if nkeys_space else 0
+            keys = b"".join(bulk(b"tollgate:{%016d}%s:k" % (n, s)) for s in (b"x", b"y")[:nkeys])
         if step is None:
             return head + keys + b"".join(bulk(a) for a in args)
         clock[0] += step

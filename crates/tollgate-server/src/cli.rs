@@ -158,6 +158,15 @@ pub struct RunArgs {
         allow_hyphen_values = true
     )]
     pub clock_offset_ms: i64,
+    /// Tuning aid: batched one-consume Redis calls outstanding at once before decisions queue
+    /// and go together (0: every decision its own call); README "Redis".
+    #[arg(
+        long,
+        env = "TOLLGATE_REDIS_BATCH_IN_FLIGHT",
+        default_value_t = tollgate_core::store::redis::DEFAULT_BATCH_IN_FLIGHT,
+        hide = true
+    )]
+    pub redis_batch_in_flight: usize,
     #[command(flatten)]
     pub http: HttpArgs,
 }

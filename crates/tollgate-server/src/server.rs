@@ -117,6 +117,7 @@ pub async fn build(args: &RunArgs) -> anyhow::Result<Service> {
             let store_options = RedisStoreOptions {
                 key_prefix: format!("{}:", args.redis_prefix),
                 probe_interval: Duration::from_millis(args.redis_probe_interval_ms.max(1)),
+                batch_in_flight: args.redis_batch_in_flight,
                 ..RedisStoreOptions::default()
             };
             match RedisStore::connect(&redis, store_options.clone()).await {

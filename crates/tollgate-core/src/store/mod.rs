@@ -5,6 +5,7 @@ pub mod breaker;
 pub mod creation;
 pub mod memory;
 pub mod redis;
+mod redis_batch;
 
 use async_trait::async_trait;
 

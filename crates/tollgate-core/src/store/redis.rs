@@ -2,7 +2,8 @@
 //! algorithm of every limit of every item atomically inside Redis, on Redis's clock, with the same
 //! formulas as the memory store (README "Policies"). Any number of tollgate instances sharing one
 //! Redis (or Redis Cluster) therefore make the decisions one instance would, whatever their own
-//! clocks say.
+//! clocks say. On a single node, one-consume decisions that arrive together share one call of
+//! `redis_consume_one.lua` (`redis_batch.rs`); each is still answered, and fails, on its own.
 //!
 //! Keys: every state key of one (tenant, client, action) is `<prefix>{<tag>}<limit>:<key>`, where
 //! the hash tag is FNV-1a-64 of the key's injective encoding (16 hex digits) and `<limit>` names
@@ -27,6 +28,7 @@ use smallvec::SmallVec;
 
 use super::breaker::{Admit, CircuitBreaker};
 use super::creation::{CreationLimiter, Reservation};
+use super::redis_batch::{self, Batcher, ITEM_BYTES, REPLY_BYTES};
 use super::{KeyBound, KeyBounds, KeyRefusal, Store, StoreError};
 use crate::clock::{Clock, Micros, SystemClock};
 use crate::limit::{Limit, RateKey};
@@ -39,6 +41,10 @@ use crate::window::Verdict;
 /// Prefix of every state key (the server passes `--redis-prefix` followed by `:`).
 pub const DEFAULT_KEY_PREFIX: &str = "tollgate:";
 
+/// Batched one-consume calls outstanding at once (README "The server's side of a Redis decision"
+/// says how this was chosen).
+pub const DEFAULT_BATCH_IN_FLIGHT: usize = 2;
+
 /// Tuning for the Redis store beyond how to connect.
 #[derive(Debug, Clone)]
 pub struct RedisStoreOptions {
@@ -49,6 +55,12 @@ pub struct RedisStoreOptions {
     pub failure_threshold: u32,
     /// While open, how often one request probes Redis.
     pub probe_interval: Duration,
+    /// On a single node, how many batched one-consume calls may be outstanding before the
+    /// decisions that arrive queue and go together as the next call (`redis_batch.rs`); 0 sends
+    /// every decision as its own call. Not used on a cluster.
+    pub batch_in_flight: usize,
+    /// The most decisions in one batched call.
+    pub batch_max_items: usize,
 }
 
 impl Default for RedisStoreOptions {
@@ -57,6 +69,8 @@ impl Default for RedisStoreOptions {
             key_prefix: DEFAULT_KEY_PREFIX.to_string(),
             failure_threshold: 3,
             probe_interval: Duration::from_millis(500),
+            batch_in_flight: DEFAULT_BATCH_IN_FLIGHT,
+            batch_max_items: 64,
         }
     }
 }
@@ -73,6 +87,8 @@ struct Inner {
     /// The general script's common case (one consume, one key, one enforced limit) in straight
     /// lines: a third of its Redis CPU (see `redis_consume_one.lua`).
     consume_one: Script,
+    /// Batches the one-consume calls at Redis time on a single node (`None` on a cluster).
+    batcher: Option<Arc<Batcher>>,
     prefix: Vec<u8>,
     timeout: Duration,
     breaker: CircuitBreaker,
@@ -81,7 +97,29 @@ struct Inner {
 }
 
 /// The error code the script raises for a key that is not valid state (see `redis_policy.lua`).
-const CORRUPT_CODE: &str = "TGCORRUPT";
+pub(super) const CORRUPT_CODE: &str = "TGCORRUPT";
+
+/// Why one decision's script call did not answer it.
+#[derive(Debug, Clone)]
+pub(super) enum Failure {
+    /// The script found the key corrupt and reset it: the detail `<key index> <reason>`.
+    Corrupt(String),
+    /// Anything else (transport, timeout, another script error), as its message.
+    Failed(String),
+}
+
+impl From<RedisError> for Failure {
+    fn from(e: RedisError) -> Self {
+        if e.code() == Some(CORRUPT_CODE) {
+            // The detail is "<key index> <reason>", then where in the script it was raised.
+            let detail = e.detail().unwrap_or("");
+            let detail = detail.split(" script: ").next().unwrap_or(detail);
+            Failure::Corrupt(detail.to_string())
+        } else {
+            Failure::Failed(e.to_string())
+        }
+    }
+}
 
 /// Values the script returns per call, per item and per limit (see `redis_policy.lua`).
 const CALL_FIELDS: usize = 3;
@@ -227,11 +265,22 @@ impl RedisStore {
         opts: RedisStoreOptions,
     ) -> Self {
         let prefix = opts.key_prefix.replace('{', "(").replace('}', ")");
+        let consume_one = Script::new(CONSUME_ONE_SCRIPT);
+        let batcher = (opts.batch_in_flight > 0 && !conn.is_cluster()).then(|| {
+            Arc::new(Batcher::new(
+                conn.clone(),
+                consume_one.clone(),
+                timeout,
+                opts.batch_in_flight,
+                opts.batch_max_items,
+            ))
+        });
         Self {
             inner: Arc::new(Inner {
                 conn,
                 script: Script::new(SCRIPT),
-                consume_one: Script::new(CONSUME_ONE_SCRIPT),
+                consume_one,
+                batcher,
                 prefix: prefix.into_bytes(),
                 timeout,
                 breaker: CircuitBreaker::new(opts.failure_threshold, opts.probe_interval),
@@ -340,35 +389,44 @@ impl RedisStore {
             && items.len() == 1
             && items[0].limits.len() == 1
             && items[0].limits[0].kind.is_ascii_lowercase();
-        let (script, cmd) = if one {
-            let script = &inner.consume_one;
-            (
-                script,
-                consume_one_cmd(script, &items[0], &reservations[0], at),
-            )
+        let reply: Result<Vec<i64>, Failure> = if one {
+            let packed = consume_one_packed(&items[0], &reservations[0]);
+            let bytes = match (&inner.batcher, at) {
+                // At Redis time, with the decisions that arrive with it; the command timeout
+                // bounds the whole wait, queueing included.
+                (Some(batcher), None) => {
+                    let key = &items[0].limits[0].key;
+                    match tokio::time::timeout(inner.timeout, batcher.decide(key, packed)).await {
+                        Ok(out) => out,
+                        Err(_) => Err(Failure::Failed(timed_out(inner.timeout).to_string())),
+                    }
+                }
+                _ => {
+                    let script = &inner.consume_one;
+                    let cmd = consume_one_cmd(script, &items[0].limits[0].key, &packed, at);
+                    match self.invoke(script, &cmd).await {
+                        Ok(v) => redis_batch::single_reply(v),
+                        Err(e) => Err(e.into()),
+                    }
+                }
+            };
+            bytes.map(|b| consume_one_reply(&b))
         } else {
             let script = &inner.script;
-            (script, decision_cmd(script, op, items, &reservations, at))
-        };
-        let reply = self.invoke(script, &cmd).await.and_then(|v| {
-            if one {
-                consume_one_reply(v)
-            } else {
-                ints(v)
+            let cmd = decision_cmd(script, op, items, &reservations, at);
+            match self.invoke(script, &cmd).await.and_then(ints) {
+                Ok(r) => Ok(r),
+                Err(e) => Err(e.into()),
             }
-        });
-        let reply: Result<Vec<i64>, String> = match reply {
-            Ok(r) => Ok(r),
-            Err(e) if e.code() == Some(CORRUPT_CODE) => {
-                // Redis answered: the breaker counts this as a success.
-                inner.breaker.on_success();
-                return Err(corrupt(items, &e));
-            }
-            Err(e) => Err(e.to_string()),
         };
         let reply = match reply {
             Ok(r) => r,
-            Err(msg) => {
+            Err(Failure::Corrupt(detail)) => {
+                // Redis answered: the breaker counts this as a success.
+                inner.breaker.on_success();
+                return Err(corrupt(items, &detail));
+            }
+            Err(Failure::Failed(msg)) => {
                 inner.breaker.on_failure();
                 tracing::debug!(error = %msg, "Redis store call failed");
                 return Err(StoreError::Unavailable(msg));
@@ -401,27 +459,14 @@ impl RedisStore {
     /// `SCRIPT FLUSH`) does it load the script and send the same command again. The whole call,
     /// reload included, is bounded by the command timeout.
     async fn invoke(&self, script: &Script, cmd: &Cmd) -> RedisResult<redis::Value> {
-        let inner = &*self.inner;
-        let mut conn = inner.conn.clone();
-        let run = async {
-            match conn.send(cmd).await {
-                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    script.load_async(&mut conn).await?;
-                    conn.send(cmd).await
-                }
-                other => other,
-            }
-        };
-        match tokio::time::timeout(inner.timeout, run).await {
-            Ok(r) => r,
-            Err(_) => Err(RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
-                    "Redis did not answer within {} ms",
-                    inner.timeout.as_millis()
-                ),
-            ))),
-        }
+        invoke(&self.inner.conn, self.inner.timeout, script, cmd).await
+    }
+
+    /// Script calls the batcher has sent and the decisions they carried (tests: batching
+    /// happened); (0, 0) when the store does not batch.
+    #[doc(hidden)]
+    pub fn batch_counts(&self) -> (u64, u64) {
+        self.inner.batcher.as_ref().map_or((0, 0), |b| b.counts())
     }
 
     /// `apply`, at a given time instead of Redis's clock (tests and benchmarks; `None` = Redis
@@ -661,9 +706,39 @@ impl RedisStore {
     }
 }
 
+/// See `RedisStore::invoke`.
+pub(super) async fn invoke(
+    conn: &RedisConnection,
+    timeout: Duration,
+    script: &Script,
+    cmd: &Cmd,
+) -> RedisResult<redis::Value> {
+    let mut conn = conn.clone();
+    let run = async {
+        match conn.send(cmd).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                script.load_async(&mut conn).await?;
+                conn.send(cmd).await
+            }
+            other => other,
+        }
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Ok(r) => r,
+        Err(_) => Err(timed_out(timeout)),
+    }
+}
+
+fn timed_out(timeout: Duration) -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("Redis did not answer within {} ms", timeout.as_millis()),
+    ))
+}
+
 /// The `EVALSHA` of `script` over `keys`, its arguments written by `args`: packed straight into
 /// one buffer (no per-argument allocation), with the script's hash computed once in `Script::new`.
-fn evalsha<'k>(
+pub(super) fn evalsha<'k>(
     script: &Script,
     keys: impl ExactSizeIterator<Item = &'k [u8]>,
     args: impl FnOnce(&mut Cmd),
@@ -732,17 +807,15 @@ impl<I: Iterator> ExactSizeIterator for ExactLen<I> {}
 #[doc(hidden)]
 pub const SCRIPT: &str = include_str!("redis_policy.lua");
 
-/// The call of `redis_consume_one.lua` for one item under one limit: its key, then one packed
-/// argument (kind, may-create '1' / '0', then cost, max, window and burst as little-endian
-/// doubles, all below 2^53 and so exact) and the time argument of `redis_policy.lua`.
-fn consume_one_cmd(
-    script: &Script,
+/// The packed argument of `redis_consume_one.lua` for one item under one limit: kind, may-create
+/// '1' / '0', then cost, max, window and burst as little-endian doubles (all below 2^53 and so
+/// exact).
+fn consume_one_packed(
     item: &ItemSpec<'_>,
     reservation: &Option<Result<Reservation, KeyBound>>,
-    at: Option<Micros>,
-) -> Cmd {
+) -> [u8; ITEM_BYTES] {
     let l = &item.limits[0];
-    let mut p = [0u8; 34];
+    let mut p = [0u8; ITEM_BYTES];
     p[0] = l.kind;
     p[1] = if matches!(reservation, Some(Err(_))) {
         b'0'
@@ -755,8 +828,14 @@ fn consume_one_cmd(
     {
         p[2 + 8 * i..10 + 8 * i].copy_from_slice(&(v as f64).to_le_bytes());
     }
-    evalsha(script, std::iter::once(&l.key[..]), |cmd| {
-        cmd.arg(&p[..]);
+    p
+}
+
+/// The call of `redis_consume_one.lua` for one item: its key, its packed argument and the time
+/// argument of `redis_policy.lua`.
+fn consume_one_cmd(script: &Script, key: &[u8], packed: &[u8], at: Option<Micros>) -> Cmd {
+    evalsha(script, std::iter::once(key), |cmd| {
+        cmd.arg(packed);
         match at {
             Some(t) => cmd.arg(t),
             None => cmd.arg(""),
@@ -766,11 +845,7 @@ fn consume_one_cmd(
 
 /// The one-consume script's reply, six little-endian doubles {now, flags, remaining, reset_at,
 /// retry_at, used}, spread into the general script's layout for one item under one limit.
-fn consume_one_reply(v: redis::Value) -> RedisResult<Vec<i64>> {
-    let b = match v {
-        redis::Value::BulkString(b) if b.len() == 48 => b,
-        other => return Err(odd_reply(other)),
-    };
+fn consume_one_reply(b: &[u8; REPLY_BYTES]) -> Vec<i64> {
     let mut f = [0i64; 6];
     for (x, c) in f.iter_mut().zip(b.chunks_exact(8)) {
         let mut d = [0u8; 8];
@@ -781,7 +856,7 @@ fn consume_one_reply(v: redis::Value) -> RedisResult<Vec<i64>> {
     let [now, flags, remaining, reset, retry, used] = f;
     let bit = |b: i64| i64::from(flags & b != 0);
     let ok = bit(4);
-    Ok(vec![
+    vec![
         now,
         bit(1),
         bit(2),
@@ -793,7 +868,7 @@ fn consume_one_reply(v: redis::Value) -> RedisResult<Vec<i64>> {
         reset,
         retry,
         used,
-    ])
+    ]
 }
 
 /// The one-consume script, for benchmarks that call it directly.
@@ -888,10 +963,8 @@ fn parse(r: &[i64], items: &[ItemSpec<'_>]) -> Option<CallReply> {
 }
 
 /// The per-key error for a key the script found corrupt (and has already reset).
-fn corrupt(items: &[ItemSpec<'_>], e: &redis::RedisError) -> StoreError {
-    // The detail is "<key index> <reason>", then where in the script the error was raised.
-    let detail = e.detail().unwrap_or("");
-    let detail = detail.split(" script: ").next().unwrap_or(detail);
+fn corrupt(items: &[ItemSpec<'_>], detail: &str) -> StoreError {
+    // The detail is "<key index> <reason>".
     let (index, reason) = detail.split_once(' ').unwrap_or(("0", detail));
     let index: usize = index.parse().unwrap_or(0);
     let name = items
