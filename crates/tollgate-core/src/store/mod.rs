@@ -6,6 +6,7 @@ pub mod creation;
 pub mod memory;
 pub mod redis;
 mod redis_batch;
+mod redis_script_call;
 
 use async_trait::async_trait;
 

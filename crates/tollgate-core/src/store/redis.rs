@@ -23,12 +23,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::{Cmd, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
+use redis::{Cmd, ErrorKind, RedisError, RedisResult, Script};
 use smallvec::SmallVec;
 
 use super::breaker::{Admit, CircuitBreaker};
 use super::creation::{CreationLimiter, Reservation};
 use super::redis_batch::{self, Batcher, ITEM_BYTES, REPLY_BYTES};
+use super::redis_script_call::{evalsha, invoke, timed_out, Failure};
 use super::{KeyBound, KeyBounds, KeyRefusal, Store, StoreError};
 use crate::clock::{Clock, Micros, SystemClock};
 use crate::limit::{Limit, RateKey};
@@ -94,31 +95,6 @@ struct Inner {
     breaker: CircuitBreaker,
     /// This instance's key-creation buckets per tenant (see `creation.rs` for the bound they give).
     creation: CreationLimiter,
-}
-
-/// The error code the script raises for a key that is not valid state (see `redis_policy.lua`).
-pub(super) const CORRUPT_CODE: &str = "TGCORRUPT";
-
-/// Why one decision's script call did not answer it.
-#[derive(Debug, Clone)]
-pub(super) enum Failure {
-    /// The script found the key corrupt and reset it: the detail `<key index> <reason>`.
-    Corrupt(String),
-    /// Anything else (transport, timeout, another script error), as its message.
-    Failed(String),
-}
-
-impl From<RedisError> for Failure {
-    fn from(e: RedisError) -> Self {
-        if e.code() == Some(CORRUPT_CODE) {
-            // The detail is "<key index> <reason>", then where in the script it was raised.
-            let detail = e.detail().unwrap_or("");
-            let detail = detail.split(" script: ").next().unwrap_or(detail);
-            Failure::Corrupt(detail.to_string())
-        } else {
-            Failure::Failed(e.to_string())
-        }
-    }
 }
 
 /// Values the script returns per call, per item and per limit (see `redis_policy.lua`).
@@ -704,52 +680,6 @@ impl RedisStore {
     pub fn connection(&self) -> &RedisConnection {
         &self.inner.conn
     }
-}
-
-/// See `RedisStore::invoke`.
-pub(super) async fn invoke(
-    conn: &RedisConnection,
-    timeout: Duration,
-    script: &Script,
-    cmd: &Cmd,
-) -> RedisResult<redis::Value> {
-    let mut conn = conn.clone();
-    let run = async {
-        match conn.send(cmd).await {
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                script.load_async(&mut conn).await?;
-                conn.send(cmd).await
-            }
-            other => other,
-        }
-    };
-    match tokio::time::timeout(timeout, run).await {
-        Ok(r) => r,
-        Err(_) => Err(timed_out(timeout)),
-    }
-}
-
-fn timed_out(timeout: Duration) -> RedisError {
-    RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        format!("Redis did not answer within {} ms", timeout.as_millis()),
-    ))
-}
-
-/// The `EVALSHA` of `script` over `keys`, its arguments written by `args`: packed straight into
-/// one buffer (no per-argument allocation), with the script's hash computed once in `Script::new`.
-pub(super) fn evalsha<'k>(
-    script: &Script,
-    keys: impl ExactSizeIterator<Item = &'k [u8]>,
-    args: impl FnOnce(&mut Cmd),
-) -> Cmd {
-    let mut cmd = Cmd::with_capacity(3 + keys.len() + 16, 256);
-    cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys.len());
-    for k in keys {
-        cmd.arg(k);
-    }
-    args(&mut cmd);
-    cmd
 }
 
 /// One decision script call over `items` (layout of `KEYS` and `ARGV` in `redis_policy.lua`).

@@ -25,7 +25,7 @@ use std::time::Duration;
 use redis::{Cmd, Script};
 use tokio::sync::oneshot;
 
-use super::redis::{evalsha, invoke, Failure, CORRUPT_CODE};
+use super::redis_script_call::{evalsha, invoke, Failure, CORRUPT_CODE};
 use crate::redis_conn::RedisConnection;
 
 /// Bytes of one packed item in the script's `ARGV[1]`, and of one item's reply.
