@@ -42,8 +42,7 @@ use crate::window::Verdict;
 /// Prefix of every state key (the server passes `--redis-prefix` followed by `:`).
 pub const DEFAULT_KEY_PREFIX: &str = "tollgate:";
 
-/// Batched one-consume calls outstanding at once (README "The server's side of a Redis decision"
-/// says how this was chosen).
+/// Batched one-consume calls outstanding at once (README "Batching" says how this was chosen).
 pub const DEFAULT_BATCH_IN_FLIGHT: usize = 2;
 
 /// Tuning for the Redis store beyond how to connect.
@@ -380,7 +379,7 @@ impl RedisStore {
                 _ => {
                     let script = &inner.consume_one;
                     let cmd = consume_one_cmd(script, &items[0].limits[0].key, &packed, at);
-                    match self.invoke(script, &cmd).await {
+                    match invoke(&inner.conn, inner.timeout, script, &cmd).await {
                         Ok(v) => redis_batch::single_reply(v),
                         Err(e) => Err(e.into()),
                     }
@@ -390,7 +389,10 @@ impl RedisStore {
         } else {
             let script = &inner.script;
             let cmd = decision_cmd(script, op, items, &reservations, at);
-            match self.invoke(script, &cmd).await.and_then(ints) {
+            match invoke(&inner.conn, inner.timeout, script, &cmd)
+                .await
+                .and_then(ints)
+            {
                 Ok(r) => Ok(r),
                 Err(e) => Err(e.into()),
             }
@@ -428,14 +430,6 @@ impl RedisStore {
             ));
         }
         Ok(parsed)
-    }
-
-    /// Runs `script` with the keys and arguments packed in `cmd` (its EVALSHA, see `evalsha`) and
-    /// returns the reply: one round trip. Only when Redis has lost its script cache (a restart, a
-    /// `SCRIPT FLUSH`) does it load the script and send the same command again. The whole call,
-    /// reload included, is bounded by the command timeout.
-    async fn invoke(&self, script: &Script, cmd: &Cmd) -> RedisResult<redis::Value> {
-        invoke(&self.inner.conn, self.inner.timeout, script, cmd).await
     }
 
     /// Script calls the batcher has sent and the decisions they carried (tests: batching
@@ -690,11 +684,11 @@ fn decision_cmd(
     reservations: &[Option<Result<Reservation, KeyBound>>],
     at: Option<Micros>,
 ) -> Cmd {
-    let keys = items
+    let keys: SmallVec<[&[u8]; 4]> = items
         .iter()
-        .flat_map(|it| it.limits.iter().map(|l| &l.key[..]));
-    let nkeys = items.iter().map(|it| it.limits.len()).sum();
-    evalsha(script, ExactLen(keys, nkeys), |cmd| {
+        .flat_map(|it| it.limits.iter().map(|l| &l.key[..]))
+        .collect();
+    evalsha(script, keys.iter().copied(), |cmd| {
         cmd.arg(match op {
             Op::Consume => "c",
             Op::Status => "s",
@@ -715,23 +709,6 @@ fn decision_cmd(
         }
     })
 }
-
-/// An iterator whose length is known up front (a `flat_map` does not say it).
-struct ExactLen<I>(I, usize);
-
-impl<I: Iterator> Iterator for ExactLen<I> {
-    type Item = I::Item;
-    fn next(&mut self) -> Option<I::Item> {
-        let item = self.0.next()?;
-        self.1 = self.1.saturating_sub(1);
-        Some(item)
-    }
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.1, Some(self.1))
-    }
-}
-
-impl<I: Iterator> ExactSizeIterator for ExactLen<I> {}
 
 /// The script, for benchmarks that call it directly.
 #[doc(hidden)]
