@@ -44,13 +44,16 @@
 -- One decision on `key`: its item packed in `packed` at `pos`, at time `now`. Returns the packed
 -- reply, or a TGCORRUPT error reply (a table), or raises one.
 local function one(key, packed, pos, now)
-  local spack, sunpack = struct.pack, struct.unpack
+  -- Numbers go to redis.call formatted with '%d': Redis turns a Lua number argument into a
+  -- string as a double (a C library conversion), ~1,500 instructions more per argument.
+  local spack, sunpack, fmt = struct.pack, struct.unpack, string.format
   local REPLY = '<dddddd'
   local H, R = 96, 12
   local HFMT = '>c4I4I8I8I8I8I8I8I8I8I8I8I8'
   local LIMIT48 = 281474976710656
   local P = 4294967291
-  local kind, may_create, cost, max_n, window, burst = sunpack('<c1c1dddd', packed, pos)
+  -- burst is read by the GCRA path only (each unpacked field costs ~270 instructions).
+  local kind, may_create, cost, max_n, window = sunpack('<c1c1ddd', packed, pos)
   may_create = may_create == '1'
 
   ---------------------------------------------------------------------------------------------------
@@ -69,13 +72,18 @@ local function one(key, packed, pos, now)
     end
   end
   local head, count, cap, base_t, base_c, evicted, head_at, last_at, last_c, last_window
+  -- The checksum's running value after `head` and after `evicted`: a write that leaves the fields
+  -- before them as they were resumes from there instead of hashing them again.
+  local x_head, x_evicted
   if hdr and not bad then
-    local magic, version, check
-    magic, version, head, count, cap, base_t, base_c, evicted, head_at, last_at, last_c,
-      last_window, check = sunpack(HFMT, hdr)
+    local tag, check
+    -- Magic and version as one 8-byte string: one field to unpack instead of two.
+    tag, head, count, cap, base_t, base_c, evicted, head_at, last_at, last_c,
+      last_window, check = sunpack('>c8I8I8I8I8I8I8I8I8I8I8I8', hdr)
     -- The checksum of redis_policy.lua (VERSION 1), with `%` for fmod: operands stay below 2^53,
     -- and a quotient that rounds up is corrected by `if x < 0`.
     local x = (65599 + head) % P
+    x_head = x
     x = (x * 65599 + count) % P
     if x < 0 then x = x + P end
     x = (x * 65599 + cap) % P
@@ -86,6 +94,7 @@ local function one(key, packed, pos, now)
     if x < 0 then x = x + P end
     x = (x * 65599 + evicted) % P
     if x < 0 then x = x + P end
+    x_evicted = x
     x = (x * 65599 + head_at) % P
     if x < 0 then x = x + P end
     x = (x * 65599 + last_at) % P
@@ -94,10 +103,12 @@ local function one(key, packed, pos, now)
     if x < 0 then x = x + P end
     x = (x * 65599 + last_window) % P
     if x < 0 then x = x + P end
-    if magic ~= 'TGWL' then
-      bad = 'no tollgate header (foreign bytes or an older format)'
-    elseif version ~= 1 then
-      bad = 'unknown format version'
+    if tag ~= 'TGWL\0\0\0\1' then
+      if tag:sub(1, 4) ~= 'TGWL' then
+        bad = 'no tollgate header (foreign bytes or an older format)'
+      else
+        bad = 'unknown format version'
+      end
     elseif check ~= x then
       bad = 'header checksum mismatch'
     elseif not (head < count and count <= cap and cap <= 1048576) then
@@ -132,7 +143,7 @@ local function one(key, packed, pos, now)
       if head == count - 1 then
         if last_c >= newc - max_n then retry = last_at + window end
       else
-        local rec = redis.call('GETRANGE', key, H + head * R, H + head * R + R - 1)
+        local rec = redis.call('GETRANGE', key, fmt('%d', H + head * R), fmt('%d', H + head * R + R - 1))
         if #rec == R then
           local a, c = sunpack('>I6I6', rec)
           if c + base_c >= newc - max_n then
@@ -185,17 +196,40 @@ local function one(key, packed, pos, now)
       head, count, base_t, base_c, head_at, last_at = 0, 1, now, evicted, now, now
     end
     last_c = last_c + cost
-    local x = (65599 + head) % P
-    x = (x * 65599 + count) % P
-    if x < 0 then x = x + P end
-    x = (x * 65599 + cap) % P
-    if x < 0 then x = x + P end
-    x = (x * 65599 + base_t) % P
-    if x < 0 then x = x + P end
-    x = (x * 65599 + base_c) % P
-    if x < 0 then x = x + P end
-    x = (x * 65599 + evicted) % P
-    if x < 0 then x = x + P end
+    -- Only the header's changed tail is packed and written: a merge changes the fields from
+    -- head_at on (offset 56), an append those from count on (offset 16), a restart all of them.
+    -- (Offsets as strings: Redis formats a Lua number argument with sprintf.)
+    -- Each packed field costs ~400 instructions, the checksum ~250 per field; the bytes before
+    -- the tail are the ones just read and checked, so the header ends up as a whole write would
+    -- leave it.
+    local from, x
+    if plan == 'merge' then
+      from, x = '56', x_evicted
+    elseif plan == 'append' then
+      from, x = '16', x_head
+      x = (x * 65599 + count) % P
+      if x < 0 then x = x + P end
+      x = (x * 65599 + cap) % P
+      if x < 0 then x = x + P end
+      x = (x * 65599 + base_t) % P
+      if x < 0 then x = x + P end
+      x = (x * 65599 + base_c) % P
+      if x < 0 then x = x + P end
+      x = (x * 65599 + evicted) % P
+      if x < 0 then x = x + P end
+    else
+      from, x = '0', (65599 + head) % P
+      x = (x * 65599 + count) % P
+      if x < 0 then x = x + P end
+      x = (x * 65599 + cap) % P
+      if x < 0 then x = x + P end
+      x = (x * 65599 + base_t) % P
+      if x < 0 then x = x + P end
+      x = (x * 65599 + base_c) % P
+      if x < 0 then x = x + P end
+      x = (x * 65599 + evicted) % P
+      if x < 0 then x = x + P end
+    end
     x = (x * 65599 + head_at) % P
     if x < 0 then x = x + P end
     x = (x * 65599 + last_at) % P
@@ -204,21 +238,29 @@ local function one(key, packed, pos, now)
     if x < 0 then x = x + P end
     x = (x * 65599 + window) % P
     if x < 0 then x = x + P end
-    local header = spack(HFMT, 'TGWL', 1, head, count, cap, base_t, base_c, evicted, head_at,
-      last_at, last_c, window, x)
+    local header
+    if from == '56' then
+      header = spack('>I8I8I8I8I8', head_at, last_at, last_c, window, x)
+    elseif from == '16' then
+      header = spack('>I8I8I8I8I8I8I8I8I8I8', count, cap, base_t, base_c, evicted, head_at,
+        last_at, last_c, window, x)
+    else
+      header = spack(HFMT, 'TGWL', 1, head, count, cap, base_t, base_c, evicted, head_at,
+        last_at, last_c, window, x)
+    end
     local length, n = H + cap * R, nil
     if flush and flush_at == 0 then
       -- Record 0 follows the header: one write.
-      n = redis.call('SETRANGE', key, '0', header .. flush)
+      n = redis.call('SETRANGE', key, from, header .. flush)
     else
       if flush then
-        n = redis.call('SETRANGE', key, H + flush_at * R, flush)
+        n = redis.call('SETRANGE', key, fmt('%d', H + flush_at * R), flush)
         if n ~= length then
           redis.call('DEL', key)
           return redis.error_reply('TGCORRUPT 1 length does not match the capacity')
         end
       end
-      n = redis.call('SETRANGE', key, '0', header)
+      n = redis.call('SETRANGE', key, from, header)
     end
     if n ~= length then
       redis.call('DEL', key)
@@ -232,7 +274,7 @@ local function one(key, packed, pos, now)
       e = now + e + window + 999
       local m = e % 1000
       if m < 0 then m = m + 1000 end
-      redis.call('PEXPIREAT', key, (e - m) / 1000)
+      redis.call('PEXPIREAT', key, fmt('%d', (e - m) / 1000))
     end
     local used = last_c - evicted
     return spack(REPLY, now, 5, max_n - used, head_at + window, -1, used)
@@ -268,7 +310,8 @@ local function one(key, packed, pos, now)
     if r < 0 then r = r + 1000 end
     local set = redis.call('SET', key, spack(HFMT, 'TGWL', 1, 0, 1, 4, now, 0, 0, now, now, cost,
       window, x) .. '\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0'
-      .. '\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0', 'PXAT', (e - r) / 1000, 'NX')
+      .. '\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0', 'PXAT', fmt('%d', (e - r) / 1000),
+      'NX')
     if not set then
       redis.call('DEL', key)
       return redis.error_reply('TGCORRUPT 1 shorter than the header')
@@ -294,6 +337,7 @@ local function one(key, packed, pos, now)
     if kind == 'g' then
       -- Integer arithmetic with operators (exact below 2^53); the general script's floor / ceil /
       -- max give the same values.
+      local burst = sunpack('<d', packed, pos + 26)
       local tat = now
       if v then
         if #v ~= 9 or v:byte(1) ~= 71 then corrupt('not a gcra state') end
@@ -313,7 +357,8 @@ local function one(key, packed, pos, now)
       if ok and not refused then
         tat = base + cost * T
         if tat > now then
-          redis.call('SET', key, spack('<c1d', 'G', tat), 'PXAT', (tat - tat % 1000) / 1000 + 1)
+          redis.call('SET', key, spack('<c1d', 'G', tat), 'PXAT',
+            fmt('%d', (tat - tat % 1000) / 1000 + 1))
         elseif exists then
           redis.call('DEL', key)
         end
@@ -351,7 +396,7 @@ local function one(key, packed, pos, now)
         if same then
           redis.call('SETRANGE', key, '0', val)
         else
-          redis.call('SET', key, val, 'PXAT', ceil((start + 2 * w) / 1000))
+          redis.call('SET', key, val, 'PXAT', fmt('%d', ceil((start + 2 * w) / 1000)))
         end
       end
       reset = now
@@ -420,7 +465,7 @@ local function one(key, packed, pos, now)
         if same then
           redis.call('SETRANGE', key, '0', val)
         else
-          redis.call('SET', key, val, 'PXAT', ceil(stop / 1000))
+          redis.call('SET', key, val, 'PXAT', fmt('%d', ceil(stop / 1000)))
         end
       end
       remaining, reset, used = max(0, max_n - count), stop, count
@@ -485,7 +530,7 @@ local function one(key, packed, pos, now)
       if i < chunk_lo or off + R > #chunk then
         local n = cap - i
         if n > 8 then n = 8 end
-        chunk = redis.call('GETRANGE', key, H + i * R, H + (i + n) * R - 1)
+        chunk = redis.call('GETRANGE', key, fmt('%d', H + i * R), fmt('%d', H + (i + n) * R - 1))
         if #chunk ~= n * R then corrupt('length does not match the capacity') end
         chunk_lo, off = i, 0
       end
@@ -546,11 +591,12 @@ local function one(key, packed, pos, now)
     local body = ''
     if live > 0 then
       if newest then
-        local n = redis.call('SETRANGE', key, H + (count - 1) * R,
+        local n = redis.call('SETRANGE', key, fmt('%d', H + (count - 1) * R),
           spack(RFMT, last_at - base_t, last_c - base_c))
         if n ~= length then corrupt('length does not match the capacity') end
       end
-      body = redis.call('GETRANGE', key, H + head * R, H + count * R - 1)
+      body = redis.call('GETRANGE', key, fmt('%d', H + head * R),
+        fmt('%d', H + count * R - 1))
       if #body ~= live * R then corrupt('length does not match the capacity') end
       if rebase_t then
         local parts = {}
@@ -605,7 +651,7 @@ local function one(key, packed, pos, now)
         end
       end
       if newest then
-        local n = redis.call('SETRANGE', key, H + (count - 1) * R,
+        local n = redis.call('SETRANGE', key, fmt('%d', H + (count - 1) * R),
           spack(RFMT, last_at - base_t, last_c - base_c))
         if n ~= length then corrupt('length does not match the capacity') end
       end
@@ -648,7 +694,7 @@ local function one(key, packed, pos, now)
       if n ~= length then corrupt('length does not match the capacity') end
       -- The expiry moves with a new entry, a new window or a rewrite (SET clears it); a merge
       -- into the newest entry under the same window leaves it where it was.
-      if started or dirty or ttl_lost then redis.call('PEXPIREAT', key, expiry_ms(last_at, window)) end
+      if started or dirty or ttl_lost then redis.call('PEXPIREAT', key, fmt('%d', expiry_ms(last_at, window))) end
     elseif redis.call('STRLEN', key) ~= length then
       corrupt('length does not match the capacity')
     end
