@@ -41,6 +41,14 @@
 -- exactly the single call above: same reply, same error replies. The constants live inside `one`:
 -- upvalues would make every call allocate them (measured: ~3,500 instructions more per call).
 
+-- Resets a corrupt key and fails its decision. Created once per call of the script, not per
+-- decision, and taking the key instead of capturing it: a closure per decision cost ~400
+-- instructions on the GCRA, counter and fixed-window paths.
+local function corrupt(key, reason)
+  redis.call('DEL', key)
+  error({err = 'TGCORRUPT 1 ' .. reason})
+end
+
 -- One decision on `key`: its item packed in `packed` at `pos`, at time `now`. Returns the packed
 -- reply, or a TGCORRUPT error reply (a table), or raises one.
 local function one(key, packed, pos, now)
@@ -282,11 +290,9 @@ local function one(key, packed, pos, now)
     -- A new log: header, the entry (held in the header) and room for three more, in one SET that
     -- fails when the key holds an empty string; it expires at the end of the entry's tick plus
     -- the window. The checksum is over (head 0, count 1, cap 4, base_t now, base_c 0, evicted 0,
-    -- head_at now, last_at now, last_c cost, window), step by step as on the merge path.
-    local x = (65599 * 65599 + 1) % P
-    x = (x * 65599 + 4) % P
-    if x < 0 then x = x + P end
-    x = (x * 65599 + now) % P
+    -- head_at now, last_at now, last_c cost, window), step by step as on the merge path; its
+    -- first three steps are constant: ((65599 + 0) * 65599 + 1) % P * 65599 + 4) % P = 780981427.
+    local x = (780981427 * 65599 + now) % P
     if x < 0 then x = x + P end
     x = (x * 65599) % P
     if x < 0 then x = x + P end
@@ -308,10 +314,17 @@ local function one(key, packed, pos, now)
     e = now + e + window + 999
     local r = e % 1000
     if r < 0 then r = r + 1000 end
-    local set = redis.call('SET', key, spack(HFMT, 'TGWL', 1, 0, 1, 4, now, 0, 0, now, now, cost,
-      window, x) .. '\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0'
-      .. '\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0', 'PXAT', fmt('%d', (e - r) / 1000),
-      'NX')
+    -- The header of the HFMT layout from literals and two small packs (base_t, head_at and
+    -- last_at are all `now`): four packed fields instead of thirteen. Magic, version 1, head 0,
+    -- count 1, cap 4; then base_t; base_c 0, evicted 0; head_at, last_at; last_c, window, check;
+    -- then four empty records.
+    local at = spack('>I8', now)
+    local set = redis.call('SET', key,
+      'TGWL\0\0\0\1\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\1\0\0\0\0\0\0\0\4' .. at
+      .. '\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0' .. at .. at .. spack('>I8I8I8', cost, window, x)
+      .. '\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0'
+      .. '\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0',
+      'PXAT', fmt('%d', (e - r) / 1000), 'NX')
     if not set then
       redis.call('DEL', key)
       return redis.error_reply('TGCORRUPT 1 shorter than the header')
@@ -322,15 +335,9 @@ local function one(key, packed, pos, now)
   ---------------------------------------------------------------------------------------------------
   -- Every other case.
 
-  local function corrupt(reason)
-    redis.call('DEL', key)
-    error({err = 'TGCORRUPT 1 ' .. reason})
-  end
-
   if kind ~= 'l' then
-    local floor, ceil, max, min, fmod = math.floor, math.ceil, math.max, math.min, math.fmod
     local v = redis.pcall('GET', key)
-    if type(v) == 'table' and v.err then corrupt('not a string') end
+    if type(v) == 'table' and v.err then corrupt(key, 'not a string') end
     local exists = v ~= false
     local refused = not exists and not may_create
     local ok, retry, remaining, reset, used
@@ -340,10 +347,10 @@ local function one(key, packed, pos, now)
       local burst = sunpack('<d', packed, pos + 26)
       local tat = now
       if v then
-        if #v ~= 9 or v:byte(1) ~= 71 then corrupt('not a gcra state') end
+        if #v ~= 9 or v:byte(1) ~= 71 then corrupt(key, 'not a gcra state') end
         tat = sunpack('<d', v, 2)
         if not (tat >= 0 and tat < 9007199254740992 and tat % 1 == 0) then
-          corrupt('gcra time out of range')
+          corrupt(key, 'gcra time out of range')
         end
       end
       local r = window % max_n
@@ -373,14 +380,15 @@ local function one(key, packed, pos, now)
       if ahead % T > 0 then used = used + 1 end
       reset = base
     elseif kind == 'c' then
+      local floor, ceil, max, min, fmod = math.floor, math.ceil, math.max, math.min, math.fmod
       local w = window
       local start = now - fmod(now, w)
       local cur, prev, same = 0, 0, false
       if v then
-        if #v ~= 25 or v:byte(1) ~= 67 then corrupt('not a counter state') end
+        if #v ~= 25 or v:byte(1) ~= 67 then corrupt(key, 'not a counter state') end
         local st, c, p = sunpack('<ddd', v, 2)
         if not (c >= 0 and p >= 0 and c == floor(c) and p == floor(p) and st == floor(st)) then
-          corrupt('counter out of range')
+          corrupt(key, 'counter out of range')
         end
         if st == start then
           cur, prev, same = c, p, true
@@ -414,6 +422,7 @@ local function one(key, packed, pos, now)
       remaining, used = max(0, floor(max_n - prev * weight - cur)), cur
     else
       -- Fixed windows: 'f' every `window` µs, 'd' / 'w' / 'm' the UTC day / ISO week / month.
+      local floor, ceil, max, fmod = math.floor, math.ceil, math.max, math.fmod
       local DAY = 86400000000
       local start, stop
       if kind == 'f' then
@@ -453,9 +462,9 @@ local function one(key, packed, pos, now)
       end
       local count, same = 0, false
       if v then
-        if #v ~= 17 or v:byte(1) ~= 70 then corrupt('not a fixed window state') end
+        if #v ~= 17 or v:byte(1) ~= 70 then corrupt(key, 'not a fixed window state') end
         local st, c = sunpack('<dd', v, 2)
-        if not (c >= 0 and c == floor(c)) then corrupt('count out of range') end
+        if not (c >= 0 and c == floor(c)) then corrupt(key, 'count out of range') end
         if st == start then count, same = c, true end
       end
       ok = count + cost <= max_n
@@ -531,7 +540,7 @@ local function one(key, packed, pos, now)
         local n = cap - i
         if n > 8 then n = 8 end
         chunk = redis.call('GETRANGE', key, fmt('%d', H + i * R), fmt('%d', H + (i + n) * R - 1))
-        if #chunk ~= n * R then corrupt('length does not match the capacity') end
+        if #chunk ~= n * R then corrupt(key, 'length does not match the capacity') end
         chunk_lo, off = i, 0
       end
       local a, c = sunpack(RFMT, chunk, off + 1)
@@ -565,13 +574,13 @@ local function one(key, packed, pos, now)
       local lo = first(head + 1, count, function(i) return rec(i) + w > now end)
       local _, c = rec(lo - 1)
       if c <= evicted or c > last_c or (lo == count) ~= (c == last_c) then
-        corrupt('records out of order')
+        corrupt(key, 'records out of order')
       end
       evicted = c
       head = lo
       if lo < count then
         local at = rec(lo)
-        if at < head_at or at > last_at then corrupt('records out of order') end
+        if at < head_at or at > last_at then corrupt(key, 'records out of order') end
         head_at = at
       end
       changed = true
@@ -593,11 +602,11 @@ local function one(key, packed, pos, now)
       if newest then
         local n = redis.call('SETRANGE', key, fmt('%d', H + (count - 1) * R),
           spack(RFMT, last_at - base_t, last_c - base_c))
-        if n ~= length then corrupt('length does not match the capacity') end
+        if n ~= length then corrupt(key, 'length does not match the capacity') end
       end
       body = redis.call('GETRANGE', key, fmt('%d', H + head * R),
         fmt('%d', H + count * R - 1))
-      if #body ~= live * R then corrupt('length does not match the capacity') end
+      if #body ~= live * R then corrupt(key, 'length does not match the capacity') end
       if rebase_t then
         local parts = {}
         for i = 0, live - 1 do
@@ -653,7 +662,7 @@ local function one(key, packed, pos, now)
       if newest then
         local n = redis.call('SETRANGE', key, fmt('%d', H + (count - 1) * R),
           spack(RFMT, last_at - base_t, last_c - base_c))
-        if n ~= length then corrupt('length does not match the capacity') end
+        if n ~= length then corrupt(key, 'length does not match the capacity') end
       end
       count = count + 1
       started = true
@@ -691,12 +700,12 @@ local function one(key, packed, pos, now)
       local n = redis.call('SETRANGE', key, '0', spack(HFMT, 'TGWL', 1, head, count, cap, base_t,
         base_c, evicted, head_at, last_at, last_c, window,
         checksum(head, count, cap, base_t, base_c, evicted, head_at, last_at, last_c, window)))
-      if n ~= length then corrupt('length does not match the capacity') end
+      if n ~= length then corrupt(key, 'length does not match the capacity') end
       -- The expiry moves with a new entry, a new window or a rewrite (SET clears it); a merge
       -- into the newest entry under the same window leaves it where it was.
       if started or dirty or ttl_lost then redis.call('PEXPIREAT', key, fmt('%d', expiry_ms(last_at, window))) end
     elseif redis.call('STRLEN', key) ~= length then
-      corrupt('length does not match the capacity')
+      corrupt(key, 'length does not match the capacity')
     end
   end
   local remaining = max_n - used
