@@ -332,11 +332,12 @@ fn each_batched_decision_times_out_at_its_own_deadline_when_redis_stalls() {
                 "decision {i} answered after {took:?}, its timeout is {timeout:?}"
             );
         }
-        assert_eq!(
-            store.batch_counts(),
-            (3, 11),
-            "the warm-up and the first decision alone, then the nine queued ones as one call"
-        );
+        // The warm-up and the first decision alone, then the nine queued ones as one call (two,
+        // if a late one missed it on a loaded machine): decisions shared a call and still each
+        // had its own deadline.
+        let (calls, items) = store.batch_counts();
+        assert_eq!(items, 11);
+        assert!((3..=4).contains(&calls), "{calls} calls for 11 decisions");
         blocker.join().unwrap();
         let v = store
             .check_and_consume(RateKey::new("t", "after", "a"), limit, 1)

@@ -253,16 +253,25 @@ impl Batcher {
                 }
             }
         };
+        // The connection's own response timeout is the same command timeout, started a moment
+        // later than the deadlines: when it fires first, the answer is the same timeout.
+        let reply = reply.map_err(|e| {
+            if e.is_timeout() {
+                self.timed_out()
+            } else {
+                Failure::from(e)
+            }
+        });
         let txs = waiting.into_iter().map(|(_, tx)| tx);
         if n == 1 {
             // One key: the script's single call, whose corrupt key is an error reply.
-            let out = reply.map_err(Failure::from).and_then(single_reply);
+            let out = reply.and_then(single_reply);
             for tx in txs.flatten() {
                 let _ = tx.send(out.clone());
             }
             return;
         }
-        match reply.map_err(Failure::from).and_then(|v| split(v, n)) {
+        match reply.and_then(|v| split(v, n)) {
             Ok(outs) => {
                 for (tx, out) in txs.zip(outs) {
                     if let Some(tx) = tx {

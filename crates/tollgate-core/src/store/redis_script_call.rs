@@ -45,6 +45,9 @@ pub(super) async fn invoke(
     cmd: &Cmd,
 ) -> RedisResult<redis::Value> {
     match tokio::time::timeout(timeout, run(conn, script, cmd)).await {
+        // The connection's own response timeout is this same timeout, started a moment later;
+        // when the two fire in one timer tick either may win, and the answer is the same.
+        Ok(Err(e)) if e.is_timeout() => Err(timed_out(timeout)),
         Ok(r) => r,
         Err(_) => Err(timed_out(timeout)),
     }
