@@ -271,6 +271,82 @@ fn a_corrupt_key_in_a_batch_fails_only_its_own_decision() {
     });
 }
 
+/// Redis stalls (a busy script) with one decision in flight and nine more queued behind it, 20 ms
+/// apart. The batcher bounds a call with one timer at a time, not one per decision, yet each
+/// decision must fail with the timeout error at its own deadline: the command timeout after it was
+/// asked for, queueing included. Not later (the stall lasts far longer), and not earlier because it
+/// shares its call with older decisions whose deadlines came first.
+#[test]
+fn each_batched_decision_times_out_at_its_own_deadline_when_redis_stalls() {
+    if skip_without_redis("each_batched_decision_times_out_at_its_own_deadline_when_redis_stalls") {
+        return;
+    }
+    let server = RedisServer::start();
+    rt().block_on(async {
+        let timeout = Duration::from_millis(300);
+        let mut opts = RedisOptions::new(vec![server.url()]);
+        opts.command_timeout = timeout;
+        let store = RedisStore::connect(
+            &opts,
+            RedisStoreOptions {
+                batch_in_flight: 1,
+                // Only the timeouts are under test: the breaker must not open after three.
+                failure_threshold: 1000,
+                ..RedisStoreOptions::default()
+            },
+        )
+        .await
+        .expect("connect to the test redis");
+        let limit = Limit::new(100, 3600.0).unwrap();
+        store
+            .check_and_consume(RateKey::new("t", "warm", "a"), limit, 1)
+            .await
+            .expect("Redis answers before the stall");
+        let blocker = block_redis(&server, 2000);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut tasks = Vec::new();
+        for i in 0..10 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let client = format!("c{i}");
+                let started = std::time::Instant::now();
+                let r = store
+                    .check_and_consume(RateKey::new("t", &client, "a"), limit, 1)
+                    .await;
+                (r, started.elapsed())
+            }));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for (i, t) in tasks.into_iter().enumerate() {
+            let (r, took) = t.await.unwrap();
+            match r {
+                Err(StoreError::Unavailable(msg)) => assert!(
+                    msg.contains("did not answer within 300 ms"),
+                    "decision {i}: {msg}"
+                ),
+                other => panic!("decision {i} during the stall: {other:?}"),
+            }
+            assert!(
+                took >= timeout - Duration::from_millis(2)
+                    && took < timeout * 2 + Duration::from_millis(200),
+                "decision {i} answered after {took:?}, its timeout is {timeout:?}"
+            );
+        }
+        // The warm-up and the first decision alone, then the nine queued ones as one call (two,
+        // if a late one missed it on a loaded machine): decisions shared a call and still each
+        // had its own deadline.
+        let (calls, items) = store.batch_counts();
+        assert_eq!(items, 11);
+        assert!((3..=4).contains(&calls), "{calls} calls for 11 decisions");
+        blocker.join().unwrap();
+        let v = store
+            .check_and_consume(RateKey::new("t", "after", "a"), limit, 1)
+            .await
+            .expect("Redis answers again after the stall");
+        assert!(v.allowed && v.used == 1);
+    });
+}
+
 /// A small deterministic generator (xorshift), so a failure names its seed and replays.
 struct Rng(u64);
 

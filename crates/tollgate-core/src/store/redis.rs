@@ -29,7 +29,7 @@ use smallvec::SmallVec;
 use super::breaker::{Admit, CircuitBreaker};
 use super::creation::{CreationLimiter, Reservation};
 use super::redis_batch::{self, Batcher, ITEM_BYTES, REPLY_BYTES};
-use super::redis_script_call::{evalsha, invoke, timed_out, Failure};
+use super::redis_script_call::{evalsha, invoke, Failure};
 use super::{KeyBound, KeyBounds, KeyRefusal, Store, StoreError};
 use crate::clock::{Clock, Micros, SystemClock};
 use crate::limit::{Limit, RateKey};
@@ -367,15 +367,9 @@ impl RedisStore {
         let reply: Result<Vec<i64>, Failure> = if one {
             let packed = consume_one_packed(&items[0], &reservations[0]);
             let bytes = match (&inner.batcher, at) {
-                // At Redis time, with the decisions that arrive with it; the command timeout
-                // bounds the whole wait, queueing included.
-                (Some(batcher), None) => {
-                    let key = &items[0].limits[0].key;
-                    match tokio::time::timeout(inner.timeout, batcher.decide(key, packed)).await {
-                        Ok(out) => out,
-                        Err(_) => Err(Failure::Failed(timed_out(inner.timeout).to_string())),
-                    }
-                }
+                // At Redis time, with the decisions that arrive with it; the batcher bounds the
+                // whole wait, queueing included, by the command timeout (one timer per batch).
+                (Some(batcher), None) => batcher.decide(&items[0].limits[0].key, packed).await,
                 _ => {
                     let script = &inner.consume_one;
                     let cmd = consume_one_cmd(script, &items[0].limits[0].key, &packed, at);

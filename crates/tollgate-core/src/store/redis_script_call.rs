@@ -44,19 +44,29 @@ pub(super) async fn invoke(
     script: &Script,
     cmd: &Cmd,
 ) -> RedisResult<redis::Value> {
-    let mut conn = conn.clone();
-    let run = async {
-        match conn.send(cmd).await {
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                script.load_async(&mut conn).await?;
-                conn.send(cmd).await
-            }
-            other => other,
-        }
-    };
-    match tokio::time::timeout(timeout, run).await {
+    match tokio::time::timeout(timeout, run(conn, script, cmd)).await {
+        // The connection's own response timeout is this same timeout, started a moment later;
+        // when the two fire in one timer tick either may win, and the answer is the same.
+        Ok(Err(e)) if e.is_timeout() => Err(timed_out(timeout)),
         Ok(r) => r,
         Err(_) => Err(timed_out(timeout)),
+    }
+}
+
+/// `invoke` without its timer, for a caller that bounds the call itself: the batcher, whose one
+/// timer bounds every decision of a call (`redis_batch.rs`). Not to be awaited unbounded.
+pub(super) async fn run(
+    conn: &RedisConnection,
+    script: &Script,
+    cmd: &Cmd,
+) -> RedisResult<redis::Value> {
+    let mut conn = conn.clone();
+    match conn.send(cmd).await {
+        Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            script.load_async(&mut conn).await?;
+            conn.send(cmd).await
+        }
+        other => other,
     }
 }
 
