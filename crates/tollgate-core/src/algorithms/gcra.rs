@@ -3,7 +3,7 @@
 //! more than `burst · T` past now.
 
 use crate::clock::Micros;
-use crate::policy::{Algorithm, PolicyLimit};
+use crate::policy::{Algorithm, LimitVerdict, PolicyLimit};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Gcra {
@@ -54,6 +54,26 @@ impl Gcra {
         let base = self.tat.max(now);
         let remaining = burst(pl).saturating_mul(t).saturating_sub(base - now) / t;
         (remaining, base)
+    }
+
+    /// `check`, then `add` when it fits, then `figures`, in one step with the interval computed
+    /// once: what a consume under this limit alone answers (the memory store's one-GCRA path).
+    #[inline]
+    pub fn consume(&mut self, now: Micros, pl: &PolicyLimit, cost: u64) -> LimitVerdict {
+        let t = interval(pl);
+        let room = burst(pl).saturating_mul(t);
+        let new = self.tat.max(now).saturating_add(cost.saturating_mul(t));
+        let allowed = new - now <= room;
+        if allowed {
+            self.tat = new;
+        }
+        let base = self.tat.max(now);
+        LimitVerdict {
+            allowed,
+            remaining: room.saturating_sub(base - now) / t,
+            reset_at: base,
+            retry_at: (!allowed).then(|| new - room),
+        }
     }
 
     pub fn is_idle(&self, now: Micros) -> bool {
