@@ -56,10 +56,11 @@ impl Gcra {
         (remaining, base)
     }
 
-    /// `check`, then `add` when it fits, then `figures`, in one step with the interval computed
-    /// once: what a consume under this limit alone answers (the memory store's one-GCRA path).
+    /// `check`, then `add` when it fits, with the interval computed once: what a consume under
+    /// this limit alone does to the state. The answer's figures come from [`Consumed::verdict`],
+    /// which a store can work out after releasing its lock (it holds the one other division).
     #[inline]
-    pub fn consume(&mut self, now: Micros, pl: &PolicyLimit, cost: u64) -> LimitVerdict {
+    pub fn consume(&mut self, now: Micros, pl: &PolicyLimit, cost: u64) -> Consumed {
         let t = interval(pl);
         let room = burst(pl).saturating_mul(t);
         let new = self.tat.max(now).saturating_add(cost.saturating_mul(t));
@@ -67,16 +68,42 @@ impl Gcra {
         if allowed {
             self.tat = new;
         }
-        let base = self.tat.max(now);
-        LimitVerdict {
+        Consumed {
             allowed,
-            remaining: room.saturating_sub(base - now) / t,
-            reset_at: base,
-            retry_at: (!allowed).then(|| new - room),
+            base: self.tat.max(now),
+            new,
+            room,
+            interval: t,
         }
     }
 
     pub fn is_idle(&self, now: Micros) -> bool {
         self.tat <= now
+    }
+}
+
+/// What [`Gcra::consume`] did, enough to answer for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Consumed {
+    allowed: bool,
+    /// `max(TAT, now)` after the call.
+    base: Micros,
+    /// The TAT the call asked for (`new` in README "Policies").
+    new: Micros,
+    /// `burst · T`.
+    room: u64,
+    interval: Micros,
+}
+
+impl Consumed {
+    /// The limit's answer at `now` (the `now` of the consume): what `check` and `figures` report.
+    #[inline]
+    pub fn verdict(&self, now: Micros) -> LimitVerdict {
+        LimitVerdict {
+            allowed: self.allowed,
+            remaining: self.room.saturating_sub(self.base - now) / self.interval,
+            reset_at: self.base,
+            retry_at: (!self.allowed).then(|| self.new - self.room),
+        }
     }
 }

@@ -330,24 +330,34 @@ impl MemoryStore {
         // A consume under one enforced GCRA limit, on a key that keeps nothing else: the state
         // is in the slot and the answer is one limit's, so the general path's identity lookup,
         // per-limit check results and verdict vectors are skipped (same figures: `Gcra::consume`
-        // is `check`, `add`, `figures`).
+        // and `Consumed::verdict` are `check`, `add` and `figures` in one).
         let lone = lone_consume(op, item)
             .filter(|pl| matches!(pl.algorithm, Algorithm::Gcra { .. }))
             .and_then(|pl| Some((pl, state.lone_gcra(pl.limit.window_micros, now)?)));
-        let v = if let Some((pl, gcra)) = lone {
-            let lv = gcra.consume(now, pl, item.cost);
-            ItemVerdict {
-                allowed: lv.allowed,
-                limits: smallvec::smallvec![lv],
-                shadow_denied: None,
+        if let Some((pl, gcra)) = lone {
+            let consumed = gcra.consume(now, pl, item.cost);
+            if inserted {
+                shard.hint.publish(table.slots());
             }
-        } else {
-            let ids = state_ids(&item.policy.limits);
-            state.with_states(&ids, now, |st| {
-                let checked = check_item(item, now, st);
-                finish_item(op, item, now, st, &checked, checked.allowed)
-            })?
-        };
+            // The answer's figures need the state no more: worked out after the unlock, their
+            // division no longer delays it (the unlock waits for every earlier store).
+            drop(table);
+            let lv = consumed.verdict(now);
+            return Ok(PolicyVerdict {
+                allowed: lv.allowed,
+                now,
+                items: smallvec::smallvec![ItemVerdict {
+                    allowed: lv.allowed,
+                    limits: smallvec::smallvec![lv],
+                    shadow_denied: None,
+                }],
+            });
+        }
+        let ids = state_ids(&item.policy.limits);
+        let v = state.with_states(&ids, now, |st| {
+            let checked = check_item(item, now, st);
+            finish_item(op, item, now, st, &checked, checked.allowed)
+        })?;
         if inserted {
             // The insert may have grown (moved) the table.
             shard.hint.publish(table.slots());
