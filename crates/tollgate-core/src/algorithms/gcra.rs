@@ -56,14 +56,17 @@ impl Gcra {
         (remaining, base)
     }
 
-    /// `check`, then `add` when it fits, with the interval computed once: what a consume under
-    /// this limit alone does to the state. The answer's figures come from [`Consumed::verdict`],
-    /// which a store can work out after releasing its lock (it holds the one other division).
+    /// `check`, then `add` when it fits: what a consume under this limit alone does to the
+    /// state, at `rate` (the limit's [`Rate`], worked out before the store takes its lock). The
+    /// answer's figures come from [`Consumed::verdict`], which a store can work out after
+    /// releasing its lock (it holds the other division).
     #[inline]
-    pub fn consume(&mut self, now: Micros, pl: &PolicyLimit, cost: u64) -> Consumed {
-        let t = interval(pl);
-        let room = burst(pl).saturating_mul(t);
-        let new = self.tat.max(now).saturating_add(cost.saturating_mul(t));
+    pub fn consume(&mut self, now: Micros, rate: Rate, cost: u64) -> Consumed {
+        let Rate { interval, room } = rate;
+        let new = self
+            .tat
+            .max(now)
+            .saturating_add(cost.saturating_mul(interval));
         let allowed = new - now <= room;
         if allowed {
             self.tat = new;
@@ -73,12 +76,31 @@ impl Gcra {
             base: self.tat.max(now),
             new,
             room,
-            interval: t,
+            interval,
         }
     }
 
     pub fn is_idle(&self, now: Micros) -> bool {
         self.tat <= now
+    }
+}
+
+/// A GCRA limit's emission interval `T` and room `burst · T`: the divisions of a decision that
+/// need no state.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    interval: Micros,
+    room: u64,
+}
+
+impl Rate {
+    #[inline]
+    pub fn of(pl: &PolicyLimit) -> Self {
+        let interval = interval(pl);
+        Rate {
+            interval,
+            room: burst(pl).saturating_mul(interval),
+        }
     }
 }
 

@@ -21,6 +21,7 @@ mod table;
 mod tenants;
 
 use super::{KeyBounds, Store, StoreError};
+use crate::algorithms::gcra::Rate;
 use crate::algorithms::{check_item, finish_item, state_ids};
 use crate::clock::{Clock, SystemClock};
 use crate::limit::{Limit, RateKey};
@@ -322,20 +323,23 @@ impl MemoryStore {
         let hash = self.hash(&key);
         let shard = self.shard(hash);
         shard.hint.prefetch::<Option<Slot>>(hash);
+        // A consume under one enforced GCRA limit, on a key that keeps nothing else: the state
+        // is in the slot and the answer is one limit's, so the general path's identity lookup,
+        // per-limit check results and verdict vectors are skipped (same figures: `Gcra::consume`
+        // and `Consumed::verdict` are `check`, `add` and `figures` in one). The limit's rate needs
+        // no state, so its division is done before the lock is taken.
+        let lone = lone_consume(op, item)
+            .filter(|pl| matches!(pl.algorithm, Algorithm::Gcra { .. }))
+            .map(|pl| (pl.limit.window_micros, Rate::of(pl)));
         let mut table = shard.table.lock();
         let now = self.inner.clock.now_micros();
         let mut fresh = KeyState::default();
         let creates = matches!(op, Op::Consume | Op::Report);
         let (state, inserted) = self.state_for(&mut table, creates, item, hash, now, &mut fresh)?;
-        // A consume under one enforced GCRA limit, on a key that keeps nothing else: the state
-        // is in the slot and the answer is one limit's, so the general path's identity lookup,
-        // per-limit check results and verdict vectors are skipped (same figures: `Gcra::consume`
-        // and `Consumed::verdict` are `check`, `add` and `figures` in one).
-        let lone = lone_consume(op, item)
-            .filter(|pl| matches!(pl.algorithm, Algorithm::Gcra { .. }))
-            .and_then(|pl| Some((pl, state.lone_gcra(pl.limit.window_micros, now)?)));
-        if let Some((pl, gcra)) = lone {
-            let consumed = gcra.consume(now, pl, item.cost);
+        if let Some((gcra, rate)) =
+            lone.and_then(|(window, rate)| Some((state.lone_gcra(window, now)?, rate)))
+        {
+            let consumed = gcra.consume(now, rate, item.cost);
             if inserted {
                 shard.hint.publish(table.slots());
             }
