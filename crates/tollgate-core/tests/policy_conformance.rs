@@ -233,6 +233,129 @@ proptest! {
     }
 }
 
+/// A policy for the configuration-change test: often exactly one enforced GCRA limit (the memory
+/// store keeps that key's state inline and decides it on a path of its own), otherwise anything.
+/// Windows come from three values, so one-GCRA policies often share an identity with another
+/// policy's GCRA limit (same window, other rate or burst) and must find its state.
+fn arb_changing_policy() -> impl Strategy<Value = Policy> {
+    let gcra = (1u64..=10, 0..3usize, 1u64..=12).prop_map(|(m, wi, burst)| {
+        policy(vec![limit(
+            m,
+            WINDOWS[wi],
+            Algorithm::Gcra { burst },
+            false,
+        )])
+    });
+    let any = prop::collection::vec(arb_limit(), 1..4)
+        .prop_filter("no two limits with one state", |ls| {
+            shared_state(ls).is_none()
+        })
+        .prop_map(policy);
+    prop_oneof![3 => gcra, 2 => any]
+}
+
+/// Runs `steps` on one key whose policy changes from step to step (`(policy index, step)`; a
+/// step's `keys` of 3 adds a second key under the first policy to the call, which takes the
+/// store's general several-key path); every answer must equal the model's.
+fn conforms_across_changes(
+    policies: &[Policy],
+    steps: &[(usize, bool, Step)],
+) -> Result<(), TestCaseError> {
+    let clock = ManualClock::new(T0 + 4_321);
+    let store = Memory.make(&clock);
+    let mut model = PolicyModel::new();
+    let rt = rt();
+    let keys = [RateKey::new("t", "c1", "a"), RateKey::new("t", "c2", "a")];
+    let mut now = T0 + 4_321;
+    for (n, (pi, shadow_all, s)) in steps.iter().enumerate() {
+        now += s.dt;
+        clock.set(now);
+        let p = &policies[pi % policies.len()];
+        let cap = |p: &Policy| p.limits.iter().map(|l| l.capacity()).min().unwrap_or(1);
+        let mut items = vec![item(keys[0], p, 1 + (s.cost - 1) % cap(p), *shadow_all)];
+        if s.keys == 3 {
+            let q = &policies[0];
+            items.push(item(keys[1], q, 1 + (s.cost - 1) % cap(q), *shadow_all));
+        }
+        let got = rt.block_on(store.apply(s.op, &items));
+        let want = model.apply(s.op, &items, now);
+        prop_assert_eq!(got, Ok(want), "step {} policy {} {:?} at {}", n, pi, s, now);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// README "State across configuration changes", on one key that moves between the memory
+    /// store's forms: one GCRA limit inline (its own consume path), the general form (other or
+    /// several limits, shadow, status, report, refund) and back.
+    #[test]
+    fn policy_changes_on_one_key_match_the_model(
+        policies in prop::collection::vec(arb_changing_policy(), 2..5),
+        steps in prop::collection::vec(
+            (0usize..5, prop::bool::weighted(0.05), arb_step()),
+            1..80,
+        ),
+    ) {
+        conforms_across_changes(&policies, &steps)?;
+    }
+}
+
+/// One key through the one-GCRA path, then the general path under a policy that keeps the same
+/// GCRA state (same window, plus a sliding log), then back; and a GCRA limit of another window
+/// beside it. Every answer equals the model's, which keeps each identity's state on its own.
+#[test]
+fn one_gcra_key_through_the_general_path_and_back() {
+    let clock = ManualClock::new(T0);
+    let store = Memory.make(&clock);
+    let mut model = PolicyModel::new();
+    let rt = rt();
+    let key = RateKey::new("t", "c", "a");
+    // 10 per second (T = 100 ms), burst 3.
+    let g = limit(10, 1_000_000, Algorithm::Gcra { burst: 3 }, false);
+    let lone = policy(vec![g.clone()]);
+    let with_log = policy(vec![
+        limit(5, 1_000_000, Algorithm::SlidingLog, false),
+        g.clone(),
+    ]);
+    let other_window = policy(vec![limit(
+        10,
+        60_000_000,
+        Algorithm::Gcra { burst: 2 },
+        false,
+    )]);
+    let shadowed = policy(vec![PolicyLimit { shadow: true, ..g }]);
+    let script: [(Micros, &Policy, Op, u64); 14] = [
+        (0, &lone, Op::Consume, 1),
+        (0, &lone, Op::Consume, 1),
+        (0, &with_log, Op::Consume, 1),
+        (0, &lone, Op::Consume, 1),
+        (0, &with_log, Op::Status, 1),
+        (50_000, &lone, Op::Consume, 1),
+        (60_000, &lone, Op::Consume, 1),
+        (0, &other_window, Op::Consume, 2),
+        (0, &lone, Op::Consume, 1),
+        (0, &shadowed, Op::Consume, 1),
+        (0, &lone, Op::Refund, 2),
+        (1_000, &lone, Op::Consume, 2),
+        (2_000_000, &lone, Op::Consume, 3),
+        (0, &other_window, Op::Consume, 1),
+    ];
+    let mut now = T0;
+    let mut denied = 0;
+    for (n, (dt, p, op, cost)) in script.into_iter().enumerate() {
+        now += dt;
+        clock.set(now);
+        let items = [item(key, p, cost, false)];
+        let got = rt.block_on(store.apply(op, &items)).unwrap();
+        let want = model.apply(op, &items, now);
+        assert_eq!(got, want, "step {n}");
+        denied += usize::from(!got.allowed);
+    }
+    assert!(denied >= 2, "the script reached denials: {denied}");
+}
+
 fn consume(store: &dyn Store, p: &Policy, cost: u64) -> PolicyVerdict {
     rt().block_on(store.apply(
         Op::Consume,

@@ -3,7 +3,7 @@
 //! more than `burst · T` past now.
 
 use crate::clock::Micros;
-use crate::policy::{Algorithm, PolicyLimit};
+use crate::policy::{Algorithm, LimitVerdict, PolicyLimit};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Gcra {
@@ -56,7 +56,76 @@ impl Gcra {
         (remaining, base)
     }
 
+    /// `check`, then `add` when it fits: what a consume under this limit alone does to the
+    /// state, at `rate` (the limit's [`Rate`], worked out before the store takes its lock). The
+    /// answer's figures come from [`Consumed::verdict`], which a store can work out after
+    /// releasing its lock (it holds the other division).
+    #[inline]
+    pub fn consume(&mut self, now: Micros, rate: Rate, cost: u64) -> Consumed {
+        let Rate { interval, room } = rate;
+        let new = self
+            .tat
+            .max(now)
+            .saturating_add(cost.saturating_mul(interval));
+        let allowed = new - now <= room;
+        if allowed {
+            self.tat = new;
+        }
+        Consumed {
+            allowed,
+            base: self.tat.max(now),
+            new,
+            room,
+            interval,
+        }
+    }
+
     pub fn is_idle(&self, now: Micros) -> bool {
         self.tat <= now
+    }
+}
+
+/// A GCRA limit's emission interval `T` and room `burst · T`: the divisions of a decision that
+/// need no state.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    interval: Micros,
+    room: u64,
+}
+
+impl Rate {
+    #[inline]
+    pub fn of(pl: &PolicyLimit) -> Self {
+        let interval = interval(pl);
+        Rate {
+            interval,
+            room: burst(pl).saturating_mul(interval),
+        }
+    }
+}
+
+/// What [`Gcra::consume`] did, enough to answer for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Consumed {
+    allowed: bool,
+    /// `max(TAT, now)` after the call.
+    base: Micros,
+    /// The TAT the call asked for (`new` in README "Policies").
+    new: Micros,
+    /// `burst · T`.
+    room: u64,
+    interval: Micros,
+}
+
+impl Consumed {
+    /// The limit's answer at `now` (the `now` of the consume): what `check` and `figures` report.
+    #[inline]
+    pub fn verdict(&self, now: Micros) -> LimitVerdict {
+        LimitVerdict {
+            allowed: self.allowed,
+            remaining: self.room.saturating_sub(self.base - now) / self.interval,
+            reset_at: self.base,
+            retry_at: (!self.allowed).then(|| self.new - self.room),
+        }
     }
 }

@@ -21,10 +21,13 @@ mod table;
 mod tenants;
 
 use super::{KeyBounds, Store, StoreError};
+use crate::algorithms::gcra::Rate;
 use crate::algorithms::{check_item, finish_item, state_ids};
 use crate::clock::{Clock, SystemClock};
 use crate::limit::{Limit, RateKey};
-use crate::policy::{ItemVerdict, LimitVerdict, Op, PolicyItem, PolicyVerdict};
+use crate::policy::{
+    Algorithm, ItemVerdict, LimitVerdict, Op, PolicyItem, PolicyLimit, PolicyVerdict,
+};
 use crate::window::Verdict;
 use key::StoredKey;
 use prefetch::SlotHint;
@@ -67,6 +70,15 @@ fn random_seed() -> u64 {
     std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish()
+}
+
+/// The one limit of a one-item consume that enforces it (not shadow), which the store decides on
+/// a path of its own (the one-sliding-log and one-GCRA paths); `None` for any other call.
+fn lone_consume<'p>(op: Op, item: &PolicyItem<'p>) -> Option<&'p PolicyLimit> {
+    match &*item.policy.limits {
+        [pl] if op == Op::Consume && !item.shadow_all && !pl.shadow => Some(pl),
+        _ => None,
+    }
 }
 
 /// Cheap-to-clone handle to an in-memory store.
@@ -199,15 +211,11 @@ impl MemoryStore {
             }
         }
         if let [item] = items {
-            if op == Op::Consume && !item.shadow_all {
-                if let [pl] = &*item.policy.limits {
-                    if pl.algorithm == crate::policy::Algorithm::SlidingLog && !pl.shadow {
-                        return self.apply_one_log(item, pl);
-                    }
+            if let Some(pl) = lone_consume(op, item) {
+                if pl.algorithm == Algorithm::SlidingLog {
+                    return self.apply_one_log(item, pl);
                 }
             }
-        }
-        if let [item] = items {
             return self.apply_single(op, item);
         }
         let hashes: SmallVec<[u64; 2]> = items.iter().map(|i| self.hash(&i.key)).collect();
@@ -315,23 +323,51 @@ impl MemoryStore {
         let hash = self.hash(&key);
         let shard = self.shard(hash);
         shard.hint.prefetch::<Option<Slot>>(hash);
+        // A consume under one enforced GCRA limit, on a key that keeps nothing else: the state
+        // is in the slot and the answer is one limit's, so the general path's identity lookup,
+        // per-limit check results and verdict vectors are skipped (same figures: `Gcra::consume`
+        // and `Consumed::verdict` are `check`, `add` and `figures` in one). The limit's rate needs
+        // no state, so its division is done before the lock is taken.
+        let lone = lone_consume(op, item)
+            .filter(|pl| matches!(pl.algorithm, Algorithm::Gcra { .. }))
+            .map(|pl| (pl.limit.window_micros, Rate::of(pl)));
         let mut table = shard.table.lock();
         let now = self.inner.clock.now_micros();
-        let ids = state_ids(&item.policy.limits);
         let mut fresh = KeyState::default();
         let creates = matches!(op, Op::Consume | Op::Report);
         let (state, inserted) = self.state_for(&mut table, creates, item, hash, now, &mut fresh)?;
-        let (allowed, v) = state.with_states(&ids, now, |st| {
+        if let Some((gcra, rate)) =
+            lone.and_then(|(window, rate)| Some((state.lone_gcra(window, now)?, rate)))
+        {
+            let consumed = gcra.consume(now, rate, item.cost);
+            if inserted {
+                shard.hint.publish(table.slots());
+            }
+            // The answer's figures need the state no more: worked out after the unlock, their
+            // division no longer delays it (the unlock waits for every earlier store).
+            drop(table);
+            let lv = consumed.verdict(now);
+            return Ok(PolicyVerdict {
+                allowed: lv.allowed,
+                now,
+                items: smallvec::smallvec![ItemVerdict {
+                    allowed: lv.allowed,
+                    limits: smallvec::smallvec![lv],
+                    shadow_denied: None,
+                }],
+            });
+        }
+        let ids = state_ids(&item.policy.limits);
+        let v = state.with_states(&ids, now, |st| {
             let checked = check_item(item, now, st);
-            let v = finish_item(op, item, now, st, &checked, checked.allowed);
-            (checked.allowed, v)
+            finish_item(op, item, now, st, &checked, checked.allowed)
         })?;
         if inserted {
             // The insert may have grown (moved) the table.
             shard.hint.publish(table.slots());
         }
         Ok(PolicyVerdict {
-            allowed: allowed || matches!(op, Op::Report | Op::Refund),
+            allowed: v.allowed || matches!(op, Op::Report | Op::Refund),
             now,
             items: smallvec::smallvec![v],
         })
@@ -342,7 +378,7 @@ impl MemoryStore {
     fn apply_one_log(
         &self,
         item: &PolicyItem<'_>,
-        pl: &crate::policy::PolicyLimit,
+        pl: &PolicyLimit,
     ) -> Result<PolicyVerdict, StoreError> {
         let v = self.check_and_consume_bounded_sync(item.key, pl.limit, item.cost, item.bounds)?;
         let lv = LimitVerdict {
@@ -710,6 +746,75 @@ mod tests {
             assert_eq!(v.used, 2);
         }
         assert_eq!(store.key_count(), 20_000);
+    }
+
+    /// Which form the key's state is in: "log", "gcra" (one GCRA state inline) or "general".
+    fn form(store: &MemoryStore, key: RateKey<'_>) -> &'static str {
+        let hash = store.hash(&key);
+        let mut table = store.shard(hash).table.lock();
+        match table.get_mut(hash, |(k, _)| k.is(&key, hash)) {
+            Some((_, KeyState::Log(_))) => "log",
+            Some((_, KeyState::Other(state::Other::Gcra { .. }))) => "gcra",
+            Some((_, KeyState::Other(state::Other::Policy(_)))) => "general",
+            None => "none",
+        }
+    }
+
+    /// A one-GCRA key stays inline (no heap block); another policy on it moves it to the general
+    /// form, where its GCRA state is found by identity; once nothing else needs keeping it folds
+    /// back inline; and the sweep drops it when idle. (The answers along the way are held to the
+    /// model by `one_gcra_key_through_the_general_path_and_back` in `tests/policy_conformance.rs`.)
+    #[test]
+    fn one_gcra_key_is_kept_inline_and_comes_back_to_it() {
+        use crate::policy::{Policy, PolicyLimit};
+        let clock = ManualClock::new(1_000_000);
+        let store = MemoryStore::new(Arc::new(clock.clone()), 10);
+        let key = RateKey::new("t", "c", "a");
+        let lim = |m, w, algorithm| PolicyLimit {
+            limit: Limit {
+                max_requests: m,
+                window_micros: w,
+            },
+            algorithm,
+            shadow: false,
+            name: None,
+        };
+        let gcra = lim(10, 1_000_000, Algorithm::Gcra { burst: 2 });
+        let one = Policy {
+            limits: Arc::from(vec![gcra.clone()]),
+        };
+        let two = Policy {
+            limits: Arc::from(vec![lim(5, 1_000_000, Algorithm::SlidingLog), gcra]),
+        };
+        let run = |p: &Policy| {
+            let item = PolicyItem {
+                key,
+                policy: p,
+                cost: 1,
+                bounds: KeyBounds::UNBOUNDED,
+                shadow_all: false,
+            };
+            store.apply_sync(Op::Consume, &[item]).unwrap()
+        };
+        assert!(run(&one).allowed);
+        assert_eq!(form(&store, key), "gcra");
+        // The log and the GCRA state (its second request: the burst of 2 is used up).
+        let v = run(&two);
+        assert!(v.allowed);
+        assert_eq!(v.items[0].limits[1].remaining, 0);
+        assert_eq!(form(&store, key), "general");
+        // The log still holds a request: the GCRA state is decided where it is.
+        assert!(!run(&one).allowed);
+        assert_eq!(form(&store, key), "general");
+        // Once the log's request has left its window, the key folds back inline, state kept.
+        clock.advance(1_000_000);
+        let v = run(&one);
+        assert_eq!(form(&store, key), "gcra");
+        assert_eq!(v.items[0].limits[0].remaining, 1);
+        assert_eq!(store.sweep(), 0);
+        clock.advance(200_000);
+        assert_eq!(store.sweep(), 1);
+        assert_eq!(form(&store, key), "none");
     }
 
     #[test]

@@ -1,18 +1,31 @@
-//! What the memory store keeps per key: the seed's one sliding log, or — once a policy with other
-//! algorithms or several limits touches the key — a boxed set of states, one per limit identity
-//! (README "Policies", state identity). The enum is no bigger than the log alone (the box takes
-//! the log's niche), so keys that only ever see one sliding-log limit cost what they did.
+//! What the memory store keeps per key: the seed's one sliding log; one GCRA limit's state inline
+//! (a key whose policy is a single GCRA limit); or — once a policy with other algorithms or several
+//! limits touches the key — a boxed set of states, one per limit identity (README "Policies",
+//! state identity). The enum is no bigger than the log alone (the other forms take the log's
+//! niche), so keys that only ever see one sliding-log or one GCRA limit cost what a log key does,
+//! and neither needs a second heap block (a second cache miss on a table of a million keys).
 
 use smallvec::SmallVec;
 
 use super::StoreError;
-use crate::algorithms::{LimitState, StateId, StateMut};
+use crate::algorithms::{Gcra, LimitState, StateId, StateMut};
 use crate::clock::Micros;
 use crate::window::WindowLog;
 
 pub(super) enum KeyState {
     Log(WindowLog),
+    Other(Other),
+}
+
+/// The forms other than the lone log. They are nested in one enum because the log has a single
+/// niche value (its window is non-zero): the log and `Other` are told apart by it, and `Other`'s
+/// own tag tells its forms apart, so `KeyState` stays the size of the log (test below).
+pub(super) enum Other {
+    /// The general form: any set of states.
     Policy(Box<PolicyState>),
+    /// The key's only state is one GCRA limit's: its window (the state's identity is
+    /// `StateId::Gcra(window)`, as in the general form) and its theoretical arrival time.
+    Gcra { window: Micros, state: Gcra },
 }
 
 pub(super) struct PolicyState {
@@ -33,7 +46,7 @@ impl KeyState {
     pub(super) fn base_log(&mut self) -> &mut WindowLog {
         match self {
             KeyState::Log(l) => l,
-            KeyState::Policy(p) => &mut p.base,
+            _ => &mut self.general().base,
         }
     }
 
@@ -41,11 +54,70 @@ impl KeyState {
     pub(super) fn expire(&mut self, now: Micros) -> bool {
         match self {
             KeyState::Log(l) => l.expire(now),
-            KeyState::Policy(p) => {
+            KeyState::Other(Other::Gcra { state, .. }) => state.is_idle(now),
+            KeyState::Other(Other::Policy(p)) => {
                 p.others.retain(|(_, s)| !s.is_idle(now));
                 let base_empty = p.base.expire(now);
                 base_empty && p.others.is_empty()
             }
+        }
+    }
+
+    /// The key's states in the general form, converting the log or the inline GCRA state into it
+    /// (the GCRA state keeps its identity, `StateId::Gcra(window)`, so the general path finds it).
+    fn general(&mut self) -> &mut PolicyState {
+        if !matches!(self, KeyState::Other(Other::Policy(_))) {
+            let p = match std::mem::take(self) {
+                KeyState::Log(base) => PolicyState {
+                    base,
+                    others: SmallVec::new(),
+                },
+                KeyState::Other(Other::Gcra { window, state }) => PolicyState {
+                    base: WindowLog::new(),
+                    others: smallvec::smallvec![(StateId::Gcra(window), LimitState::Gcra(state))],
+                },
+                KeyState::Other(Other::Policy(p)) => *p,
+            };
+            *self = KeyState::Other(Other::Policy(Box::new(p)));
+        }
+        match self {
+            KeyState::Other(Other::Policy(p)) => p,
+            // Made the general form just above.
+            _ => unreachable!("the key state was just made general"),
+        }
+    }
+
+    /// The state of a key under a policy of exactly one GCRA limit of `window`, kept inline, when
+    /// nothing else about the key needs keeping at `now`; `None` otherwise (the general path then
+    /// finds or creates the same state by its identity). A log, or a GCRA state of another window,
+    /// that has gone idle answers exactly as no state would (it is what the sweep drops), so it is
+    /// replaced; a general form holding nothing but this state and idle ones folds back inline,
+    /// so a key that went through another policy returns to the fast form.
+    pub(super) fn lone_gcra(&mut self, window: Micros, now: Micros) -> Option<&mut Gcra> {
+        let replace = match self {
+            KeyState::Other(Other::Gcra { window: w, state }) => {
+                if *w == window {
+                    None
+                } else if state.is_idle(now) {
+                    Some(Gcra::default())
+                } else {
+                    return None;
+                }
+            }
+            KeyState::Log(l) => {
+                if !l.expire(now) {
+                    return None;
+                }
+                Some(Gcra::default())
+            }
+            KeyState::Other(Other::Policy(p)) => Some(p.lone_gcra(window, now)?),
+        };
+        if let Some(state) = replace {
+            *self = KeyState::Other(Other::Gcra { window, state });
+        }
+        match self {
+            KeyState::Other(Other::Gcra { state, .. }) => Some(state),
+            _ => None,
         }
     }
 
@@ -61,16 +133,12 @@ impl KeyState {
         if let (KeyState::Log(l), [StateId::BaseLog]) = (&mut *self, ids) {
             return Ok(f(&mut [StateMut::Log(l)]));
         }
-        if let KeyState::Log(l) = self {
-            let base = std::mem::take(l);
-            *self = KeyState::Policy(Box::new(PolicyState {
-                base,
-                others: SmallVec::new(),
-            }));
+        if let [StateId::Gcra(w)] = ids {
+            if let Some(g) = self.lone_gcra(*w, now) {
+                return Ok(f(&mut [StateMut::Gcra(g)]));
+            }
         }
-        let KeyState::Policy(p) = self else {
-            return Err(StoreError::Unsupported("key state conversion".into()));
-        };
+        let p = self.general();
         p.others
             .retain(|(id, s)| ids.contains(id) || !s.is_idle(now));
         for id in ids {
@@ -97,6 +165,26 @@ impl KeyState {
             ));
         }
         Ok(f(&mut states))
+    }
+}
+
+impl PolicyState {
+    /// The state of `StateId::Gcra(window)` (or a new one) when every other state here is idle at
+    /// `now`, so that state alone is all the key needs to keep; `None` otherwise.
+    fn lone_gcra(&mut self, window: Micros, now: Micros) -> Option<Gcra> {
+        let id = StateId::Gcra(window);
+        let mut kept = Gcra::default();
+        for (i, s) in self.others.iter_mut() {
+            match s {
+                LimitState::Gcra(g) if *i == id => kept = *g,
+                _ => {
+                    if !s.is_idle(now) {
+                        return None;
+                    }
+                }
+            }
+        }
+        self.base.expire(now).then_some(kept)
     }
 }
 
