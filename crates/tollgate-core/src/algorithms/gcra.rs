@@ -27,10 +27,18 @@ fn burst(pl: &PolicyLimit) -> u64 {
 }
 
 impl Gcra {
+    /// The TAT a request of `cost` would leave: `max(TAT, now) + cost · T` (`new` in README
+    /// "Policies"). The one formula of `check`, `add` and `consume`.
+    #[inline]
+    fn next(&self, now: Micros, interval: Micros, cost: u64) -> Micros {
+        self.tat
+            .max(now)
+            .saturating_add(cost.saturating_mul(interval))
+    }
+
     pub fn check(&mut self, now: Micros, pl: &PolicyLimit, cost: u64) -> Result<(), Micros> {
-        let t = interval(pl);
-        let new = self.tat.max(now).saturating_add(cost.saturating_mul(t));
-        let room = burst(pl).saturating_mul(t);
+        let Rate { interval, room } = Rate::of(pl);
+        let new = self.next(now, interval, cost);
         if new - now <= room {
             Ok(())
         } else {
@@ -39,10 +47,7 @@ impl Gcra {
     }
 
     pub fn add(&mut self, now: Micros, pl: &PolicyLimit, cost: u64) {
-        self.tat = self
-            .tat
-            .max(now)
-            .saturating_add(cost.saturating_mul(interval(pl)));
+        self.tat = self.next(now, interval(pl), cost);
     }
 
     pub fn refund(&mut self, now: Micros, pl: &PolicyLimit, cost: u64) {
@@ -50,10 +55,8 @@ impl Gcra {
     }
 
     pub fn figures(&self, now: Micros, pl: &PolicyLimit) -> (u64, Micros) {
-        let t = interval(pl);
         let base = self.tat.max(now);
-        let remaining = burst(pl).saturating_mul(t).saturating_sub(base - now) / t;
-        (remaining, base)
+        (Rate::of(pl).remaining(base, now), base)
     }
 
     /// `check`, then `add` when it fits: what a consume under this limit alone does to the
@@ -62,12 +65,8 @@ impl Gcra {
     /// releasing its lock (it holds the other division).
     #[inline]
     pub fn consume(&mut self, now: Micros, rate: Rate, cost: u64) -> Consumed {
-        let Rate { interval, room } = rate;
-        let new = self
-            .tat
-            .max(now)
-            .saturating_add(cost.saturating_mul(interval));
-        let allowed = new - now <= room;
+        let new = self.next(now, rate.interval, cost);
+        let allowed = new - now <= rate.room;
         if allowed {
             self.tat = new;
         }
@@ -75,8 +74,7 @@ impl Gcra {
             allowed,
             base: self.tat.max(now),
             new,
-            room,
-            interval,
+            rate,
         }
     }
 
@@ -102,6 +100,12 @@ impl Rate {
             room: burst(pl).saturating_mul(interval),
         }
     }
+
+    /// Requests that still fit when the TAT is at `base` (`max(TAT, now)`).
+    #[inline]
+    fn remaining(&self, base: Micros, now: Micros) -> u64 {
+        self.room.saturating_sub(base - now) / self.interval
+    }
 }
 
 /// What [`Gcra::consume`] did, enough to answer for it.
@@ -112,9 +116,7 @@ pub struct Consumed {
     base: Micros,
     /// The TAT the call asked for (`new` in README "Policies").
     new: Micros,
-    /// `burst · T`.
-    room: u64,
-    interval: Micros,
+    rate: Rate,
 }
 
 impl Consumed {
@@ -123,9 +125,9 @@ impl Consumed {
     pub fn verdict(&self, now: Micros) -> LimitVerdict {
         LimitVerdict {
             allowed: self.allowed,
-            remaining: self.room.saturating_sub(self.base - now) / self.interval,
+            remaining: self.rate.remaining(self.base, now),
             reset_at: self.base,
-            retry_at: (!self.allowed).then(|| self.new - self.room),
+            retry_at: (!self.allowed).then(|| self.new - self.rate.room),
         }
     }
 }

@@ -373,23 +373,20 @@ impl RedisStore {
                 _ => {
                     let script = &inner.consume_one;
                     let cmd = consume_one_cmd(script, &items[0].limits[0].key, &packed, at);
-                    match invoke(&inner.conn, inner.timeout, script, &cmd).await {
-                        Ok(v) => redis_batch::single_reply(v),
-                        Err(e) => Err(e.into()),
-                    }
+                    invoke(&inner.conn, inner.timeout, script, &cmd)
+                        .await
+                        .map_err(Failure::from)
+                        .and_then(redis_batch::single_reply)
                 }
             };
             bytes.map(|b| consume_one_reply(&b))
         } else {
             let script = &inner.script;
             let cmd = decision_cmd(script, op, items, &reservations, at);
-            match invoke(&inner.conn, inner.timeout, script, &cmd)
+            invoke(&inner.conn, inner.timeout, script, &cmd)
                 .await
                 .and_then(ints)
-            {
-                Ok(r) => Ok(r),
-                Err(e) => Err(e.into()),
-            }
+                .map_err(Failure::from)
         };
         let reply = match reply {
             Ok(r) => r,

@@ -291,7 +291,7 @@ local function one(key, packed, pos, now)
     -- fails when the key holds an empty string; it expires at the end of the entry's tick plus
     -- the window. The checksum is over (head 0, count 1, cap 4, base_t now, base_c 0, evicted 0,
     -- head_at now, last_at now, last_c cost, window), step by step as on the merge path; its
-    -- first three steps are constant: ((65599 + 0) * 65599 + 1) % P * 65599 + 4) % P = 780981427.
+    -- first three steps are constant: ((65599 * 65599 + 1) % P * 65599 + 4) % P = 780981427.
     local x = (780981427 * 65599 + now) % P
     if x < 0 then x = x + P end
     x = (x * 65599) % P

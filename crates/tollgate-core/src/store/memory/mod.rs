@@ -211,12 +211,11 @@ impl MemoryStore {
             }
         }
         if let [item] = items {
-            if let Some(pl) = lone_consume(op, item) {
-                if pl.algorithm == Algorithm::SlidingLog {
-                    return self.apply_one_log(item, pl);
-                }
+            let lone = lone_consume(op, item);
+            if let Some(pl) = lone.filter(|pl| pl.algorithm == Algorithm::SlidingLog) {
+                return self.apply_one_log(item, pl);
             }
-            return self.apply_single(op, item);
+            return self.apply_single(op, item, lone);
         }
         let hashes: SmallVec<[u64; 2]> = items.iter().map(|i| self.hash(&i.key)).collect();
         let mut order: SmallVec<[usize; 2]> = hashes.iter().map(|h| self.shard_index(*h)).collect();
@@ -317,8 +316,14 @@ impl MemoryStore {
 
     /// One key under any policy: one shard lock, one probe, and the check and its consequence in
     /// one pass over the key's states (the general path walks the items twice, since every item
-    /// must be checked before any consumes).
-    fn apply_single(&self, op: Op, item: &PolicyItem<'_>) -> Result<PolicyVerdict, StoreError> {
+    /// must be checked before any consumes). `lone` is `lone_consume(op, item)`, which the caller
+    /// has already worked out.
+    fn apply_single(
+        &self,
+        op: Op,
+        item: &PolicyItem<'_>,
+        lone: Option<&PolicyLimit>,
+    ) -> Result<PolicyVerdict, StoreError> {
         let key = item.key;
         let hash = self.hash(&key);
         let shard = self.shard(hash);
@@ -328,7 +333,7 @@ impl MemoryStore {
         // per-limit check results and verdict vectors are skipped (same figures: `Gcra::consume`
         // and `Consumed::verdict` are `check`, `add` and `figures` in one). The limit's rate needs
         // no state, so its division is done before the lock is taken.
-        let lone = lone_consume(op, item)
+        let lone = lone
             .filter(|pl| matches!(pl.algorithm, Algorithm::Gcra { .. }))
             .map(|pl| (pl.limit.window_micros, Rate::of(pl)));
         let mut table = shard.table.lock();
